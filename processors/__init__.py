@@ -1,0 +1,1 @@
+"""The pure agent state machine and the workers that run its side effects."""

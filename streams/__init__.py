@@ -1,0 +1,1 @@
+"""Kafka wiring: settings, topics, Avro serde, schema registry, producer/consumer SDK, engine."""

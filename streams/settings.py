@@ -1,0 +1,207 @@
+"""One configuration object, read from ``AGENTSTREAM_*`` environment variables.
+
+When no endpoint is named, the endpoints of a running ``agentstream dev up`` are used: that
+command records them in a small JSON file (see :func:`dev_stack_file`), so other shells and
+commands find the embedded stack without exporting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentstream.schemas.errors import ConfigurationError
+
+#: librdkafka configuration, as confluent-kafka's clients take it.
+KafkaConfig = dict[str, str | int | float | bool]
+
+_HOST_PORT = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
+_DEV_HINT = "start the embedded stack with `agentstream dev up` or set {var}"
+
+
+class Settings(BaseSettings):
+    """Connection and runtime settings shared by every agentstream command and service."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTSTREAM_", extra="ignore", frozen=True)
+
+    bootstrap_servers: str | None = Field(
+        default=None, description="Kafka bootstrap servers, host:port[,host:port...]"
+    )
+    schema_registry_url: str | None = Field(
+        default=None, description="Confluent-compatible schema registry base URL"
+    )
+    database_url: str | None = Field(default=None, description="PostgreSQL URL (postgresql://...)")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+
+    client_id: str = "agentstream"
+    topic_prefix: str = ""
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        bad = [s for s in servers if not _HOST_PORT.match(s)]
+        if not servers or bad:
+            raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return ",".join(servers)
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _check_registry(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"expected an http(s):// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^postgres(ql)?://", value):
+            raise ValueError(f"expected a postgresql:// URL, got {value!r}")
+        return value
+
+    def require_bootstrap_servers(self) -> str:
+        if self.bootstrap_servers is None:
+            raise _missing("AGENTSTREAM_BOOTSTRAP_SERVERS", "no Kafka broker is configured")
+        return self.bootstrap_servers
+
+    def require_database_url(self) -> str:
+        if self.database_url is None:
+            raise _missing("AGENTSTREAM_DATABASE_URL", "no PostgreSQL database is configured")
+        return self.database_url
+
+    def require_schema_registry_url(self) -> str:
+        if self.schema_registry_url is None:
+            raise _missing("AGENTSTREAM_SCHEMA_REGISTRY_URL", "no schema registry is configured")
+        return self.schema_registry_url
+
+    def kafka_config(self) -> KafkaConfig:
+        """librdkafka client settings, security included; callers add their role's own keys."""
+        config: KafkaConfig = {
+            "bootstrap.servers": self.require_bootstrap_servers(),
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        optional: dict[str, Any] = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password,
+        }
+        for key, value in optional.items():
+            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if plain is not None:
+                config[key] = str(plain)
+        return config
+
+    def topic(self, name: str) -> str:
+        """The physical topic name for a logical one (a prefix isolates tests and copies)."""
+        return f"{self.topic_prefix}{name}"
+
+
+class DevStackRecord(BaseModel):
+    """What ``agentstream dev up`` writes so other shells can find it."""
+
+    pid: int
+    bootstrap_servers: str
+    database_url: str
+    schema_registry_url: str | None = None
+
+    def is_alive(self) -> bool:
+        return psutil.pid_exists(self.pid)
+
+
+def dev_stack_file() -> Path:
+    home = os.environ.get("AGENTSTREAM_HOME")
+    base = Path(home) if home else Path.home() / ".agentstream"
+    return base / "dev-stack.json"
+
+
+def read_dev_stack() -> DevStackRecord | None:
+    """The running dev stack's endpoints, or None when none is running."""
+    path = dev_stack_file()
+    try:
+        record = DevStackRecord.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+    return record if record.is_alive() else None
+
+
+def write_dev_stack(record: DevStackRecord) -> Path:
+    path = dev_stack_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(record.model_dump_json(indent=2))
+    tmp.replace(path)
+    return path
+
+
+def clear_dev_stack(pid: int) -> None:
+    """Remove the record if it is ours (another dev stack may have replaced it)."""
+    path = dev_stack_file()
+    try:
+        current = DevStackRecord.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return
+    if current.pid == pid:
+        path.unlink(missing_ok=True)
+
+
+def load_settings(*, use_dev_stack: bool = True, **overrides: Any) -> Settings:
+    """Settings from the environment; endpoints left unset come from a running dev stack."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise _translate(exc) from exc
+    if not use_dev_stack:
+        return settings
+    unset = {
+        name
+        for name in ("bootstrap_servers", "database_url", "schema_registry_url")
+        if getattr(settings, name) is None
+    }
+    record = read_dev_stack() if unset else None
+    if record is None:
+        return settings
+    fill = {name: getattr(record, name) for name in unset if getattr(record, name) is not None}
+    return settings.model_copy(update=fill)
+
+
+def _missing(var: str, what: str) -> ConfigurationError:
+    return ConfigurationError(f"{what}", hint=_DEV_HINT.format(var=var))
+
+
+def _translate(exc: ValidationError) -> ConfigurationError:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"])
+        problems.append(f"AGENTSTREAM_{field.upper()}: {error['msg']}")
+    return ConfigurationError(
+        "invalid setting " + "; ".join(problems),
+        hint="fix or unset the environment variable named above",
+    )

@@ -1,0 +1,94 @@
+"""Service fixtures, chosen per service in this order: environment variables naming an external
+service, testcontainers when a Docker engine answers, the embedded stack. Session-scoped, so the
+suite starts each service once; every process a fixture starts is stopped by it, also on failure.
+
+A test that needs a service it cannot get errors loudly; nothing is skipped for lack of one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentstream.streams.settings import Settings, load_settings
+
+
+def _docker_answers() -> bool:
+    if os.environ.get("AGENTSTREAM_TEST_NO_DOCKER"):
+        return False
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def env_settings() -> Settings:
+    return load_settings(use_dev_stack=False)
+
+
+@pytest.fixture(scope="session")
+def stack_workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="agentstream-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers(env_settings: Settings, stack_workdir: Path) -> Iterator[str]:
+    if env_settings.bootstrap_servers:
+        yield env_settings.bootstrap_servers
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    from agentstream.tools.stack_broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(stack_workdir)
+    try:
+        broker.start()
+        yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(env_settings: Settings, stack_workdir: Path) -> Iterator[str]:
+    if env_settings.database_url:
+        yield env_settings.database_url
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:18", driver=None) as pg:
+            yield pg.get_connection_url()
+        return
+    from agentstream.tools.stack_postgres import EmbeddedPostgres
+
+    postgres = EmbeddedPostgres(stack_workdir)
+    try:
+        postgres.start()
+        yield postgres.url
+    finally:
+        postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(env_settings: Settings, bootstrap_servers: str, database_url: str) -> Settings:
+    """Settings pointing at the session's broker and database."""
+    return env_settings.model_copy(
+        update={"bootstrap_servers": bootstrap_servers, "database_url": database_url}
+    )

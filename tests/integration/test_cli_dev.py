@@ -1,0 +1,164 @@
+"""`agentstream dev up` and `agentstream demo` as a user runs them: real subprocesses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.integration
+
+READY = re.compile(
+    r"ready in (?P<secs>[\d.]+)s: AGENTSTREAM_BOOTSTRAP_SERVERS=(?P<bootstrap>\S+) "
+    r"AGENTSTREAM_DATABASE_URL=(?P<db>\S+)"
+)
+
+
+def _cli() -> list[str]:
+    exe = shutil.which("agentstream", path=str(Path(sys.executable).parent))
+    assert exe, "the agentstream console script is not installed next to this Python"
+    return [exe]
+
+
+def _clean_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSTREAM_")}
+    env["AGENTSTREAM_HOME"] = str(home)
+    env["COLUMNS"] = "300"
+    return env
+
+
+def _read_line_matching(
+    proc: subprocess.Popen[str], pattern: re.Pattern[str], timeout: float
+) -> re.Match[str]:
+    assert proc.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        if selector.select(timeout=0.2):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            match = pattern.search(line)
+            if match:
+                return match
+    raise AssertionError(f"no line matching {pattern.pattern!r} within {timeout}s: {seen}")
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _wait_gone(procs: list[psutil.Process], timeout: float = 20) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while _alive(procs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _alive(procs)
+
+
+def test_dev_up_is_ready_usable_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*_cli(), "dev", "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_clean_env(tmp_path),
+    )
+    children: list[psutil.Process] = []
+    try:
+        ready = _read_line_matching(proc, READY, timeout=60)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert float(ready["secs"]) < 60
+        record = (tmp_path / "dev-stack.json").read_text()
+        assert ready["bootstrap"] in record
+        with psycopg.connect(ready["db"], connect_timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert len(children) >= 2
+    assert _wait_gone(children) == []
+    assert not (tmp_path / "dev-stack.json").exists()
+
+
+def test_dev_up_children_die_with_it_even_on_sigkill(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*_cli(), "dev", "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_clean_env(tmp_path),
+    )
+    children: list[psutil.Process] = []
+    try:
+        _read_line_matching(proc, READY, timeout=60)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert len(children) >= 2
+    survivors = _wait_gone(children)
+    for survivor in survivors:  # never leave them running, even when the assertion fails
+        survivor.kill()
+    assert survivors == []
+
+
+def _foreign_stack_processes() -> set[int]:
+    """Broker and PostgreSQL processes that are not this test session's own fixtures."""
+    ours = {p.pid for p in psutil.Process().children(recursive=True)}
+    found = set()
+    for proc in psutil.process_iter(["name", "create_time"]):
+        name = proc.info["name"] or ""
+        if (name.startswith("tansu") or name == "postgres") and proc.pid not in ours:
+            found.add(proc.pid)
+    return found
+
+
+def test_demo_prints_the_smoke_event_and_leaves_nothing(tmp_path: Path) -> None:
+    before = _foreign_stack_processes()
+    done = subprocess.run(
+        [*_cli(), "demo"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(tmp_path),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(
+        r"smoke event consumed from agentstream\.smoke\[0\]@\d+: \{.*'type': 'smoke'", done.stdout
+    ), done.stdout
+    assert "embedded stack stopped" in done.stdout
+    new: list[psutil.Process] = []
+    for pid in _foreign_stack_processes() - before:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            new.append(psutil.Process(pid))
+    leaked = _wait_gone(new)
+    assert leaked == []
+
+
+def test_malformed_setting_is_one_actionable_line(tmp_path: Path) -> None:
+    env = _clean_env(tmp_path)
+    env["AGENTSTREAM_BOOTSTRAP_SERVERS"] = "not a host"
+    done = subprocess.run([*_cli(), "demo"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert "AGENTSTREAM_BOOTSTRAP_SERVERS" in done.stderr
+    assert "Traceback" not in done.stderr

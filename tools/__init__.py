@@ -1,0 +1,1 @@
+"""The ``agentstream`` command line and the embedded development stack."""

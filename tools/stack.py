@@ -1,0 +1,91 @@
+"""The embedded stack: broker + PostgreSQL on loopback, started and stopped as one.
+
+Used by ``agentstream dev up``, the demo, the benchmarks and the test fixtures.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from agentstream.schemas.errors import EmbeddedStackError
+from agentstream.tools.stack_broker import EmbeddedBroker
+from agentstream.tools.stack_postgres import EmbeddedPostgres
+
+
+@dataclass(frozen=True)
+class StackEndpoints:
+    """How clients reach the running stack; exported as AGENTSTREAM_* variables."""
+
+    bootstrap_servers: str
+    database_url: str
+    schema_registry_url: str | None = None
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            "AGENTSTREAM_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "AGENTSTREAM_DATABASE_URL": self.database_url,
+        }
+        if self.schema_registry_url:
+            env["AGENTSTREAM_SCHEMA_REGISTRY_URL"] = self.schema_registry_url
+        return env
+
+
+class EmbeddedStack:
+    """Starts the embedded broker and PostgreSQL; ``stop`` (or leaving the ``with``) ends both."""
+
+    def __init__(self, *, data_dir: Path | None = None) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="agentstream-stack-"))
+        self.workdir.chmod(0o755)
+        self.broker = EmbeddedBroker(self.workdir)
+        self.postgres = EmbeddedPostgres(self.workdir, data_dir=data_dir)
+        self.endpoints: StackEndpoints | None = None
+        self.startup_seconds: float | None = None
+
+    def start(self) -> StackEndpoints:
+        began = time.monotonic()
+        try:
+            self.broker.start()
+            self.postgres.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        self.endpoints = StackEndpoints(
+            bootstrap_servers=self.broker.bootstrap_servers,
+            database_url=self.postgres.url,
+        )
+        return self.endpoints
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in (self.broker.proc, self.postgres.proc) if p is not None]
+
+    def check_alive(self) -> None:
+        """Raise if a part of the stack died behind our back."""
+        for name, proc in (("broker", self.broker.proc), ("PostgreSQL", self.postgres.proc)):
+            if proc is not None and proc.poll() is not None:
+                raise EmbeddedStackError(
+                    f"the embedded {name} exited unexpectedly (code {proc.returncode})"
+                )
+
+    def stop(self) -> None:
+        try:
+            self.postgres.stop()
+        finally:
+            self.broker.stop()
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> StackEndpoints:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
