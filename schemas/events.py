@@ -1,0 +1,268 @@
+"""Pydantic models mirroring the ``.avsc`` files field by field (a contract test keeps them equal).
+
+``to_avro`` / ``from_avro`` are the seams to the Avro serde: plain dicts in the shape fastavro
+writes and reads, timestamps as timezone-aware datetimes truncated to milliseconds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from agentstream.schemas.contract import NAMESPACE
+
+#: Ids are opaque but printable: they become Kafka keys, Postgres keys and log fields.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
+
+
+def _to_millis(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware (UTC)")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Millis = Annotated[datetime, AfterValidator(_to_millis)]
+
+
+class AvroRecord(BaseModel):
+    """A value of one named Avro record type of the contract."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    avro_name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.avro_name = f"{NAMESPACE}.{cls.__name__}"
+
+    def to_avro(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    @classmethod
+    def from_avro(cls, data: dict[str, Any]) -> Self:
+        return cls.model_validate(data)
+
+
+class Envelope(AvroRecord):
+    event_id: Id
+    agent_id: Id
+    tenant_id: Id
+    run_id: Id | None = None
+    correlation_id: Id
+    causation_id: Id | None = None
+    occurred_at: Millis
+    source: str
+    schema_version: int = 1
+
+
+class TokenUsage(AvroRecord):
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ToolCallIntent(AvroRecord):
+    tool_call_id: str
+    tool: str
+    arguments_json: str
+
+
+class RecordHeader(AvroRecord):
+    key: str
+    value: bytes | None = None
+
+
+class Event(AvroRecord):
+    """An agent event: everything on the agent topics starts with an envelope."""
+
+    envelope: Envelope
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.event_id
+
+    @property
+    def agent_id(self) -> str:
+        return self.envelope.agent_id
+
+
+class AgentInput(Event):
+    text: str
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelCallRequested(Event):
+    call_id: Id
+    step: int = Field(ge=1)
+    provider: str
+    model: str
+    parameters_json: str = "{}"
+    system_prompt: str = ""
+    messages_json: str
+    tools_json: str = "[]"
+    fallback_provider: str | None = None
+    fallback_model: str | None = None
+
+
+class ModelCallCompleted(Event):
+    call_id: Id
+    content: str | None = None
+    tool_calls: list[ToolCallIntent] = Field(default_factory=list)
+    usage: TokenUsage
+    provider: str
+    model: str
+    attempts: int = Field(default=1, ge=1)
+    latency_ms: int = Field(default=0, ge=0)
+    fallback_used: bool = False
+
+
+class ModelCallFailed(Event):
+    call_id: Id
+    provider: str
+    model: str
+    attempts: int = Field(ge=0)
+    error_class: str
+    error_message: str
+    retryable: bool = False
+
+
+class ToolCallRequested(Event):
+    call_id: Id
+    tool: str
+    arguments_json: str
+    arguments_hash: str
+    timeout_ms: int = Field(default=30000, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class ToolCallCompleted(Event):
+    call_id: Id
+    tool: str
+    result_json: str
+    attempts: int = Field(default=1, ge=1)
+    latency_ms: int = Field(default=0, ge=0)
+
+
+class ToolCallFailed(Event):
+    call_id: Id
+    tool: str
+    attempts: int = Field(ge=0)
+    error_class: str
+    error_message: str
+    latency_ms: int = Field(default=0, ge=0)
+
+
+class ApprovalRequested(Event):
+    call_id: Id
+    tool: str
+    arguments_json: str
+    arguments_hash: str
+    expires_at: Millis
+
+
+class ApprovalGranted(Event):
+    call_id: Id
+    arguments_hash: str
+    approver: str = Field(min_length=1)
+    comment: str | None = None
+
+
+class ApprovalDenied(Event):
+    call_id: Id
+    arguments_hash: str
+    approver: str = Field(min_length=1)
+    comment: str | None = None
+
+
+class ApprovalExpired(Event):
+    call_id: Id
+    arguments_hash: str
+
+
+class RunCompleted(Event):
+    output: str
+    steps: int = Field(ge=0)
+    tool_calls: int = Field(ge=0)
+    usage: TokenUsage
+    started_at: Millis
+
+
+class RunFailed(Event):
+    reason: str
+    error_class: str
+    steps: int = Field(ge=0)
+    tool_calls: int = Field(ge=0)
+    usage: TokenUsage
+    started_at: Millis
+
+
+class AgentStateSnapshot(AvroRecord):
+    agent_id: Id
+    tenant_id: Id
+    version: int = Field(ge=0)
+    last_event_id: Id | None = None
+    state_json: str
+    state_format: int = 1
+    updated_at: Millis
+
+
+class DeadLetter(AvroRecord):
+    dead_letter_id: str
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    original_key: bytes | None = None
+    original_value: bytes | None = None
+    original_headers: list[RecordHeader] = Field(default_factory=list)
+    reason: str
+    error_class: str
+    agent_id: str | None = None
+    event_id: str | None = None
+    failed_at: Millis
+    source: str
+
+
+#: Every agent event type, by its Avro full name.
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.avro_name: cls
+    for cls in (
+        AgentInput,
+        ModelCallRequested,
+        ModelCallCompleted,
+        ModelCallFailed,
+        ToolCallRequested,
+        ToolCallCompleted,
+        ToolCallFailed,
+        ApprovalRequested,
+        ApprovalGranted,
+        ApprovalDenied,
+        ApprovalExpired,
+        RunCompleted,
+        RunFailed,
+    )
+}
+
+#: Every top-level record type that is written to a topic, by its Avro full name.
+RECORD_TYPES: dict[str, type[AvroRecord]] = {
+    **EVENT_TYPES,
+    AgentStateSnapshot.avro_name: AgentStateSnapshot,
+    DeadLetter.avro_name: DeadLetter,
+}
+
+#: Nested record types, which have their own .avsc but are never a topic's value.
+NESTED_TYPES: dict[str, type[AvroRecord]] = {
+    cls.avro_name: cls for cls in (Envelope, TokenUsage, ToolCallIntent, RecordHeader)
+}
