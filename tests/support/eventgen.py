@@ -34,7 +34,9 @@ def _int_bounds(metadata: list[Any], avro_int: bool) -> st.SearchStrategy[int]:
 def _for(annotation: Any, metadata: list[Any], avro_int: bool) -> st.SearchStrategy[Any]:
     if get_origin(annotation) is Annotated:
         inner, *extra = get_args(annotation)
-        flat = [m for item in extra for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
+        flat = [
+            m for item in extra for m in (item.metadata if isinstance(item, FieldInfo) else [item])
+        ]
         return _for(inner, [*metadata, *flat], avro_int)
     if get_origin(annotation) in (Union, types.UnionType):
         members = [a for a in get_args(annotation) if a is not type(None)]
@@ -55,8 +57,9 @@ def _for(annotation: Any, metadata: list[Any], avro_int: bool) -> st.SearchStrat
     if get_origin(annotation) is list:
         return st.lists(_for(get_args(annotation)[0], [], avro_int), max_size=3)
     if get_origin(annotation) is dict:
-        return st.dictionaries(st.text(max_size=10), _for(get_args(annotation)[1], [], avro_int),
-                               max_size=3)
+        return st.dictionaries(
+            st.text(max_size=10), _for(get_args(annotation)[1], [], avro_int), max_size=3
+        )
     if isinstance(annotation, type) and issubclass(annotation, AvroRecord):
         return records(annotation)
     raise TypeError(f"no strategy for {annotation!r}")
@@ -67,7 +70,7 @@ def _field(model: type[AvroRecord], name: str, info: FieldInfo) -> st.SearchStra
 
     avro_fields = {f["name"]: f["type"] for f in named_schemas()[model.avro_name]["fields"]}
     avro_type = avro_fields[name]
-    avro_int = avro_type == "int" or avro_type == ["null", "int"]
+    avro_int = avro_type in ("int", ["null", "int"])
     return _for(info.annotation, list(info.metadata), avro_int)
 
 

@@ -1,0 +1,32 @@
+"""Deterministic ids: everything the state machine names is derived from the causing event.
+
+Replaying the same event therefore yields the same run ids, call ids and event ids, which is
+what lets every consumer dedupe a re-emission after a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+_NAMESPACE = uuid.UUID("0b6f3c1e-8a53-4c1f-9a49-2f4f0d1e7c55")
+
+
+def derived_id(cause_event_id: str, purpose: str, index: int = 0) -> str:
+    return str(uuid.uuid5(_NAMESPACE, f"{cause_event_id}/{purpose}/{index}"))
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per JSON value: sorted keys, no spaces, UTF-8 kept as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def arguments_hash(arguments_json: str) -> str:
+    """sha256 of the canonical form of a tool call's arguments; approvals bind to it."""
+    try:
+        canonical = canonical_json(json.loads(arguments_json))
+    except ValueError:
+        canonical = arguments_json
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

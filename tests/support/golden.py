@@ -1,0 +1,98 @@
+"""Golden histories: recorded ``.jsonl`` files of events with the outputs they produced.
+
+Each line is one delivered event and what ``transition`` did with it. Replaying a file through
+the current state machine must reproduce every recorded output exactly; a change that alters
+behaviour shows up as a diff, and is accepted by re-recording
+(``cd tests/support && python golden.py``) and reviewing the diff of the files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentstream.processors.machine import transition
+from agentstream.processors.spec import AgentSpec
+from agentstream.processors.state import AgentState
+from agentstream.schemas.events import EVENT_TYPES, Event
+
+GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {"type": type(event).__name__, "data": event.model_dump(mode="json")}
+
+
+def event_from_json(data: dict[str, Any]) -> Event:
+    by_short_name = {cls.__name__: cls for cls in EVENT_TYPES.values()}
+    return by_short_name[data["type"]].model_validate(data["data"])
+
+
+@dataclass(frozen=True)
+class Line:
+    event: dict[str, Any]
+    emits: list[dict[str, Any]]
+    rejection: dict[str, str] | None
+    version: int
+
+
+def replay(lines: list[Line], spec: AgentSpec) -> list[Line]:
+    state: AgentState | None = None
+    out = []
+    for line in lines:
+        decision = transition(state, event_from_json(line.event), spec)
+        state = decision.state
+        rejection = None
+        if decision.rejection is not None:
+            rejection = {
+                "error_class": decision.rejection.error_class,
+                "reason": decision.rejection.reason,
+            }
+        out.append(
+            Line(line.event, [event_json(e) for e in decision.emits], rejection, state.version)
+        )
+    return out
+
+
+def load(path: Path) -> list[Line]:
+    return [Line(**json.loads(raw)) for raw in path.read_text().splitlines() if raw.strip()]
+
+
+def dump(path: Path, lines: list[Line]) -> None:
+    path.write_text(
+        "".join(
+            json.dumps(line.__dict__, sort_keys=True, ensure_ascii=False) + "\n" for line in lines
+        )
+    )
+
+
+def run_scenario(
+    spec: AgentSpec, inputs: list[Event], respond: Callable[[Event], Event | None]
+) -> list[Line]:
+    """Deliver inputs and every reply in FIFO order; record each delivery."""
+    queue: deque[Event] = deque(inputs)
+    delivered: list[Line] = []
+    while queue:
+        event = queue.popleft()
+        delivered.append(Line(event_json(event), [], None, 0))
+        state_lines = replay(delivered, spec)
+        for emitted in state_lines[-1].emits:
+            reply = respond(event_from_json(emitted))
+            if reply is not None:
+                queue.append(reply)
+    return replay(delivered, spec)
+
+
+if __name__ == "__main__":
+    from golden_scenarios import SCENARIOS
+
+    GOLDEN_DIR.mkdir(exist_ok=True)
+    for name, (spec, inputs, respond) in SCENARIOS.items():
+        path = GOLDEN_DIR / f"{name}.jsonl"
+        dump(path, run_scenario(spec, inputs, respond))
+        print(f"recorded {path.name}", file=sys.stderr)
