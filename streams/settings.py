@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     ssl_key_password: SecretStr | None = None
 
     client_id: str = "agentstream"
+    partitions: int = Field(default=6, ge=1, le=10000, description="Partitions per agent topic")
+    replication_factor: int = Field(default=1, ge=1, le=7)
     topic_prefix: str = ""
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

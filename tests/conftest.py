@@ -87,8 +87,38 @@ def database_url(env_settings: Settings, stack_workdir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(env_settings: Settings, bootstrap_servers: str, database_url: str) -> Settings:
-    """Settings pointing at the session's broker and database."""
+def schema_registry_url(
+    env_settings: Settings, stack_workdir: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """The registry named by the environment, else the embedded one on the session's database.
+
+    No testcontainers step: a Confluent registry container would need the Kafka container's
+    internal listener and network, and the embedded registry runs wherever the database does.
+    """
+    if env_settings.schema_registry_url:
+        yield env_settings.schema_registry_url
+        return
+    from agentstream.tools.stack_registry import EmbeddedRegistry
+
+    # Asked for only here, so a registry from the environment needs no database.
+    database_url: str = request.getfixturevalue("database_url")
+    registry = EmbeddedRegistry(stack_workdir, database_url)
+    try:
+        registry.start()
+        yield registry.url
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(
+    env_settings: Settings, bootstrap_servers: str, database_url: str, schema_registry_url: str
+) -> Settings:
+    """Settings pointing at the session's broker, database and schema registry."""
     return env_settings.model_copy(
-        update={"bootstrap_servers": bootstrap_servers, "database_url": database_url}
+        update={
+            "bootstrap_servers": bootstrap_servers,
+            "database_url": database_url,
+            "schema_registry_url": schema_registry_url,
+        }
     )

@@ -13,6 +13,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from agentstream.schemas.errors import AgentStreamError
 from agentstream.streams.logs import configure_logging
@@ -23,6 +24,8 @@ from agentstream.streams.settings import (
     load_settings,
     write_dev_stack,
 )
+from agentstream.streams.topics import TopicStatus, describe_topics, ensure_topics
+from agentstream.tools.loading import DEFAULT_SPEC, load_spec
 from agentstream.tools.stack import EmbeddedStack
 
 app = typer.Typer(
@@ -34,6 +37,12 @@ app = typer.Typer(
 )
 dev_app = typer.Typer(help="The embedded development stack (broker + PostgreSQL on loopback).")
 app.add_typer(dev_app, name="dev")
+topics_app = typer.Typer(help="Create and inspect agentstream's topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+processor_app = typer.Typer(
+    help="The processor: advances agents' state machines.", no_args_is_help=True
+)
+app.add_typer(processor_app, name="processor")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -99,6 +108,68 @@ def demo() -> None:
             f"{result.value}"
         )
     out.print("embedded stack stopped")
+
+
+def _topics_table(title: str, statuses: list[TopicStatus]) -> Table:
+    table = Table(title=title)
+    for column in ("topic", "partitions", "cleanup", "carries", "status"):
+        table.add_column(column)
+    for status in statuses:
+        table.add_row(
+            status.physical_name,
+            str(status.partitions) if status.partitions is not None else "-",
+            status.spec.cleanup_policy,
+            ", ".join(t.__name__ for t in status.spec.value_types),
+            status.action,
+        )
+    return table
+
+
+@topics_app.command("ensure")
+def topics_ensure() -> None:
+    """Create missing topics and check that agent topics are co-partitioned."""
+    settings = load_settings()
+    statuses = ensure_topics(settings)
+    out.print(_topics_table(f"topics on {settings.bootstrap_servers}", statuses))
+
+
+@topics_app.command("describe")
+def topics_describe() -> None:
+    """Show every declared topic and whether it exists on the cluster."""
+    settings = load_settings()
+    statuses = describe_topics(settings)
+    out.print(_topics_table(f"topics on {settings.bootstrap_servers}", statuses))
+    if any(s.action == "missing" for s in statuses):
+        err.print("some topics are missing: run `agentstream topics ensure`")
+        raise typer.Exit(1)
+
+
+@processor_app.command("run")
+def processor_run(
+    spec: Annotated[
+        str, typer.Option(help="The agent, as package.module:attribute (an AgentSpec).")
+    ] = DEFAULT_SPEC,
+    group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
+        "agentstream-processor"
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+) -> None:
+    """Run one processor instance until SIGTERM or Ctrl-C; start several to share the load."""
+    from agentstream.streams.engine import ProcessorEngine
+    from agentstream.streams.serde import EventSerde, registry_client
+
+    settings = load_settings()
+    agent = load_spec(spec)
+    ensure_topics(settings)
+    serde = EventSerde(registry_client(settings.require_schema_registry_url()))
+    engine = ProcessorEngine(settings, agent, serde=serde, group_id=group, batch_size=batch_size)
+    engine.install_signal_handlers()
+    err.print(f"processor running agent {agent.name!r} in group {group!r}; Ctrl-C stops it")
+    stats = engine.run()
+    err.print(
+        f"processor stopped: {stats.applied} applied, {stats.emitted} emitted, "
+        f"{stats.duplicates} duplicates, {stats.dead_lettered} dead-lettered"
+    )
 
 
 def main() -> None:

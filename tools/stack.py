@@ -1,4 +1,5 @@
-"""The embedded stack: broker + PostgreSQL on loopback, started and stopped as one.
+"""The embedded stack: broker, PostgreSQL and schema registry on loopback, started and stopped
+as one.
 
 Used by ``agentstream dev up``, the demo, the benchmarks and the test fixtures.
 """
@@ -15,6 +16,7 @@ from types import TracebackType
 from agentstream.schemas.errors import EmbeddedStackError
 from agentstream.tools.stack_broker import EmbeddedBroker
 from agentstream.tools.stack_postgres import EmbeddedPostgres
+from agentstream.tools.stack_registry import EmbeddedRegistry
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,15 @@ class StackEndpoints:
 
 
 class EmbeddedStack:
-    """Starts the embedded broker and PostgreSQL; ``stop`` (or leaving the ``with``) ends both."""
+    """Starts the embedded broker, PostgreSQL and registry; ``stop`` (or the ``with``) ends all."""
 
     def __init__(self, *, data_dir: Path | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="agentstream-stack-"))
         self.workdir.chmod(0o755)
         self.broker = EmbeddedBroker(self.workdir)
         self.postgres = EmbeddedPostgres(self.workdir, data_dir=data_dir)
+        # The registry keeps its schemas in the stack's PostgreSQL, so it starts after it.
+        self.registry = EmbeddedRegistry(self.workdir, self.postgres.url)
         self.endpoints: StackEndpoints | None = None
         self.startup_seconds: float | None = None
 
@@ -51,6 +55,7 @@ class EmbeddedStack:
         try:
             self.broker.start()
             self.postgres.start()
+            self.registry.start()
         except BaseException:
             self.stop()
             raise
@@ -58,15 +63,22 @@ class EmbeddedStack:
         self.endpoints = StackEndpoints(
             bootstrap_servers=self.broker.bootstrap_servers,
             database_url=self.postgres.url,
+            schema_registry_url=self.registry.url,
         )
         return self.endpoints
 
     def pids(self) -> list[int]:
-        return [p.pid for p in (self.broker.proc, self.postgres.proc) if p is not None]
+        procs = (self.broker.proc, self.postgres.proc, self.registry.proc)
+        return [p.pid for p in procs if p is not None]
 
     def check_alive(self) -> None:
         """Raise if a part of the stack died behind our back."""
-        for name, proc in (("broker", self.broker.proc), ("PostgreSQL", self.postgres.proc)):
+        parts = (
+            ("broker", self.broker.proc),
+            ("PostgreSQL", self.postgres.proc),
+            ("schema registry", self.registry.proc),
+        )
+        for name, proc in parts:
             if proc is not None and proc.poll() is not None:
                 raise EmbeddedStackError(
                     f"the embedded {name} exited unexpectedly (code {proc.returncode})"
@@ -74,10 +86,13 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         try:
-            self.postgres.stop()
+            self.registry.stop()
         finally:
-            self.broker.stop()
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            try:
+                self.postgres.stop()
+            finally:
+                self.broker.stop()
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> StackEndpoints:
         return self.start()

@@ -1,0 +1,176 @@
+"""A typed consumer: yields decoded records with their position; routes bad ones to the DLQ."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from agentstream.schemas.errors import ServiceUnavailableError
+from agentstream.schemas.events import AvroRecord, Event
+from agentstream.streams.dlq import DeadLetterSink
+from agentstream.streams.logs import get_logger
+from agentstream.streams.producer import Headers, message_headers
+from agentstream.streams.serde import DecodeError, EventSerde
+from agentstream.streams.settings import Settings
+from agentstream.streams.topics import TopicSpec
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Consumed:
+    """A decoded record and where it came from."""
+
+    record: AvroRecord
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    headers: Headers
+    timestamp_ms: int
+
+
+class Rejected(Exception):
+    """A record to dead-letter: ``error_class`` is the stable kind, the message the reason."""
+
+    def __init__(self, error_class: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error_class = error_class
+
+
+class EventConsumer:
+    """Consumes agent topics in a consumer group, with manual commits.
+
+    ``poll`` returns the decoded records of one batch; records that cannot be decoded, have no
+    key, a key other than their agent, or a type their topic does not carry are dead-lettered
+    (and acknowledged by the DLQ) before ``poll`` returns, so committing never loses one.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        serde: EventSerde,
+        *,
+        group_id: str,
+        topics: Sequence[TopicSpec],
+        dead_letters: DeadLetterSink,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.serde = serde
+        self.dead_letters = dead_letters
+        self._specs = {settings.topic(spec.name): spec for spec in topics}
+        self._consumer = Consumer(
+            {
+                **settings.kafka_config(),
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 6000,
+                "partition.assignment.strategy": "cooperative-sticky",
+                **(extra_config or {}),
+            }
+        )
+        self._consumer.subscribe(list(self._specs))
+        self._positions: dict[tuple[str, int], int] = {}
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Consumed]:
+        messages = self._consumer.consume(max_records, timeout)
+        decoded: list[Consumed] = []
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume_error", error=str(error))
+                continue
+            topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+            self._positions[(topic, partition)] = offset + 1
+            try:
+                decoded.append(self._decode(msg, topic, partition, offset))
+            except Rejected as rejected:
+                self._dead_letter(msg, rejected)
+        return decoded
+
+    def _decode(self, msg: Message, topic: str, partition: int, offset: int) -> Consumed:
+        try:
+            record = self.serde.decode(topic, msg.value())
+        except DecodeError as exc:
+            raise Rejected(exc.error_class, str(exc)) from exc
+        spec = self._specs.get(topic)
+        if spec is not None and not isinstance(record, spec.value_types):
+            raise Rejected("wrong_topic", f"{type(record).__name__} does not belong on {topic}")
+        key = _text_key(msg.key())
+        if isinstance(record, Event):
+            if key is None:
+                raise Rejected("missing_key", "agent events must be keyed by agent_id")
+            if key != record.envelope.agent_id:
+                raise Rejected(
+                    "key_mismatch", f"key {key!r} is not the agent_id {record.envelope.agent_id!r}"
+                )
+        timestamp = msg.timestamp()[1]
+        return Consumed(record, topic, partition, offset, key, message_headers(msg), timestamp)
+
+    def _dead_letter(self, msg: Message, rejected: Rejected) -> None:
+        log.warning(
+            "dead_letter",
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            error_class=rejected.error_class,
+            reason=str(rejected),
+        )
+        self.dead_letters.send(
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key=msg.key(),
+            value=msg.value(),
+            headers=message_headers(msg),
+            reason=str(rejected),
+            error_class=rejected.error_class,
+        )
+
+    def records(self, timeout: float = 1.0) -> Iterator[Consumed]:
+        """Decoded records, forever; the caller commits when it has handled them."""
+        while True:
+            yield from self.poll(timeout=timeout)
+
+    def commit(self) -> None:
+        """Commit the position after every record ``poll`` has returned (or dead-lettered)."""
+        if not self._positions:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._positions.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise ServiceUnavailableError(f"offset commit failed: {exc}") from exc
+        self._positions.clear()
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self._consumer.assignment())
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _text_key(raw: bytes | str | None) -> str | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected("invalid_key", "the key is not UTF-8 text") from None

@@ -1,0 +1,83 @@
+"""Dead letters: a record that cannot be decoded or applied goes to ``agent.dlq`` with its
+original bytes and the reason, and the consumer moves on. Nothing is dropped silently."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from agentstream.schemas.events import DeadLetter, RecordHeader
+from agentstream.streams.producer import AgentStreamProducer, Delivery, Headers, wait_delivery
+from agentstream.streams.topics import DLQ
+
+#: Header names on every dead letter, for tools that read headers and not the Avro value.
+REASON = "agentstream.dlq.reason"
+ERROR_CLASS = "agentstream.dlq.error_class"
+ORIGINAL_TOPIC = "agentstream.dlq.original_topic"
+ORIGINAL_PARTITION = "agentstream.dlq.original_partition"
+ORIGINAL_OFFSET = "agentstream.dlq.original_offset"
+SOURCE = "agentstream.dlq.source"
+
+_DLQ_IDS = uuid.UUID("6f1d8d38-2f0e-4a44-9d0e-3c5b1f0c7a11")
+_MAX_REASON = 2000
+
+
+def dead_letter_id(topic: str, partition: int, offset: int) -> str:
+    """Stable per source record, so a dead letter re-sent after a crash can be deduped."""
+    return str(uuid.uuid5(_DLQ_IDS, f"{topic}/{partition}/{offset}"))
+
+
+def headers_for(letter: DeadLetter) -> Headers:
+    """The reason headers every dead letter carries beside its Avro value."""
+    return [
+        (REASON, letter.reason.encode()),
+        (ERROR_CLASS, letter.error_class.encode()),
+        (ORIGINAL_TOPIC, letter.original_topic.encode()),
+        (ORIGINAL_PARTITION, str(letter.original_partition).encode()),
+        (ORIGINAL_OFFSET, str(letter.original_offset).encode()),
+        (SOURCE, letter.source.encode()),
+    ]
+
+
+class DeadLetterSink:
+    """Writes dead letters for one service (``source``) and waits for the acknowledgement."""
+
+    def __init__(self, producer: AgentStreamProducer, source: str) -> None:
+        self.producer = producer
+        self.source = source
+        self.topic = producer.settings.topic(DLQ.name)
+
+    def send(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+        reason: str,
+        error_class: str,
+        agent_id: str | None = None,
+        event_id: str | None = None,
+    ) -> Delivery:
+        reason = reason[:_MAX_REASON]
+        letter = DeadLetter(
+            dead_letter_id=dead_letter_id(topic, partition, offset),
+            original_topic=topic,
+            original_partition=partition,
+            original_offset=offset,
+            original_key=key,
+            original_value=value,
+            original_headers=[RecordHeader(key=k, value=v) for k, v in headers or []],
+            reason=reason,
+            error_class=error_class,
+            agent_id=agent_id,
+            event_id=event_id,
+            failed_at=datetime.now(UTC),
+            source=self.source,
+        )
+        encoded = self.producer.serde.encode(self.topic, letter)
+        # Keyed like the original so an agent's dead letters stay in order beside each other.
+        future = self.producer.produce_raw(self.topic, key, encoded, headers_for(letter))
+        return wait_delivery(future)

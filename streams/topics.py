@@ -1,0 +1,188 @@
+"""The topic registry: one declaration per topic, and ``ensure``/``describe`` against a cluster.
+
+Every agent topic is keyed by agent_id and co-partitioned (the same partition count and the
+default partitioner), so one processor owns all of an agent's events and its state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
+from agentstream.schemas.events import (
+    AgentInput,
+    AgentStateSnapshot,
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRequested,
+    AvroRecord,
+    DeadLetter,
+    ModelCallCompleted,
+    ModelCallFailed,
+    ModelCallRequested,
+    RunCompleted,
+    RunFailed,
+    ToolCallCompleted,
+    ToolCallFailed,
+    ToolCallRequested,
+)
+from agentstream.streams.settings import Settings
+
+FOREVER = -1
+THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One logical topic: what it carries and how it is configured."""
+
+    name: str
+    value_types: tuple[type[AvroRecord], ...]
+    description: str
+    cleanup_policy: Literal["delete", "compact"] = "delete"
+    retention_ms: int = FOREVER
+    key: str = "agent_id"
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        config = {"cleanup.policy": self.cleanup_policy, **self.extra_config}
+        if self.cleanup_policy == "delete":
+            config["retention.ms"] = str(self.retention_ms)
+        return config
+
+
+INPUTS = TopicSpec("agent.inputs", (AgentInput,), "inputs from upstream systems and people")
+MODEL_CALLS = TopicSpec("agent.model-calls", (ModelCallRequested,), "requests to model workers")
+MODEL_RESULTS = TopicSpec(
+    "agent.model-results", (ModelCallCompleted, ModelCallFailed), "results of model calls"
+)
+TOOL_CALLS = TopicSpec("agent.tool-calls", (ToolCallRequested,), "requests to tool workers")
+TOOL_RESULTS = TopicSpec(
+    "agent.tool-results", (ToolCallCompleted, ToolCallFailed), "results of tool calls"
+)
+APPROVAL_REQUESTS = TopicSpec(
+    "agent.approval-requests", (ApprovalRequested,), "gated calls waiting for a person"
+)
+APPROVAL_DECISIONS = TopicSpec(
+    "agent.approval-decisions",
+    (ApprovalGranted, ApprovalDenied, ApprovalExpired),
+    "decisions and expiries of approvals",
+)
+OUTCOMES = TopicSpec("agent.outcomes", (RunCompleted, RunFailed), "how each run ended")
+STATE = TopicSpec(
+    "agent.state",
+    (AgentStateSnapshot,),
+    "compacted changelog of agent state",
+    cleanup_policy="compact",
+    extra_config={"min.compaction.lag.ms": "60000"},
+)
+DLQ = TopicSpec(
+    "agent.dlq",
+    (DeadLetter,),
+    "records that could not be decoded or applied",
+    retention_ms=THIRTY_DAYS_MS,
+)
+
+TOPICS: tuple[TopicSpec, ...] = (
+    INPUTS,
+    MODEL_CALLS,
+    MODEL_RESULTS,
+    TOOL_CALLS,
+    TOOL_RESULTS,
+    APPROVAL_REQUESTS,
+    APPROVAL_DECISIONS,
+    OUTCOMES,
+    STATE,
+    DLQ,
+)
+
+_BY_TYPE: dict[type[AvroRecord], TopicSpec] = {t: spec for spec in TOPICS for t in spec.value_types}
+
+
+def topic_for(record_type: type[AvroRecord]) -> TopicSpec:
+    """The one topic a record type is written to."""
+    try:
+        return _BY_TYPE[record_type]
+    except KeyError:
+        raise ConfigurationError(f"no topic carries {record_type.__name__}") from None
+
+
+@dataclass(frozen=True)
+class TopicStatus:
+    spec: TopicSpec
+    physical_name: str
+    partitions: int | None
+    action: Literal["created", "exists", "missing"]
+
+
+def _admin(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_config())
+
+
+def describe_topics(settings: Settings, timeout: float = 15.0) -> list[TopicStatus]:
+    """Each declared topic with its partition count on the cluster (None when missing)."""
+    try:
+        metadata = _admin(settings).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise ServiceUnavailableError(
+            f"cannot reach the Kafka cluster at {settings.bootstrap_servers}: {exc}",
+            hint="check AGENTSTREAM_BOOTSTRAP_SERVERS, or start `agentstream dev up`",
+        ) from exc
+    statuses = []
+    for spec in TOPICS:
+        name = settings.topic(spec.name)
+        found = metadata.topics.get(name)
+        if found is None or found.error is not None:
+            statuses.append(TopicStatus(spec, name, None, "missing"))
+        else:
+            statuses.append(TopicStatus(spec, name, len(found.partitions), "exists"))
+    return statuses
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[TopicStatus]:
+    """Create missing topics; verify that all agent topics are co-partitioned."""
+    statuses = describe_topics(settings, timeout)
+    missing = [s for s in statuses if s.action == "missing"]
+    if missing:
+        new = [
+            NewTopic(
+                s.physical_name,
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                config=s.spec.config(),
+            )
+            for s in missing
+        ]
+        admin = _admin(settings)  # must outlive its futures, or they fail as destroyed
+        futures = admin.create_topics(new, operation_timeout=timeout)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise ServiceUnavailableError(f"could not create topic {name}: {exc}") from exc
+        created = {s.physical_name for s in missing}
+        statuses = [
+            TopicStatus(s.spec, s.physical_name, s.partitions, "created")
+            if s.physical_name in created
+            else s
+            for s in describe_topics(settings, timeout)
+        ]
+    verify_copartitioned(statuses)
+    return statuses
+
+
+def verify_copartitioned(statuses: list[TopicStatus]) -> None:
+    counts = {s.physical_name: s.partitions for s in statuses if s.spec.key == "agent_id"}
+    if len(set(counts.values())) > 1:
+        listing = ", ".join(f"{name}={n}" for name, n in sorted(counts.items()))
+        raise ConfigurationError(
+            f"agent topics are not co-partitioned: {listing}",
+            hint="every agent topic needs the same partition count; recreate the odd ones",
+        )
