@@ -209,6 +209,11 @@ class RunFailed(Event):
     started_at: Millis
 
 
+class OutboxRecord(AvroRecord):
+    topic: str
+    value: bytes
+
+
 class AgentStateSnapshot(AvroRecord):
     agent_id: Id
     tenant_id: Id
@@ -217,6 +222,14 @@ class AgentStateSnapshot(AvroRecord):
     state_json: str
     state_format: int = 1
     updated_at: Millis
+    outbox: list[OutboxRecord] = Field(default_factory=list)
+
+
+class ChangelogMarker(AvroRecord):
+    partition: int = Field(ge=0)
+    through_offset: int
+    written_at: Millis
+    source: str
 
 
 class DeadLetter(AvroRecord):
@@ -259,10 +272,11 @@ EVENT_TYPES: dict[str, type[Event]] = {
 RECORD_TYPES: dict[str, type[AvroRecord]] = {
     **EVENT_TYPES,
     AgentStateSnapshot.avro_name: AgentStateSnapshot,
+    ChangelogMarker.avro_name: ChangelogMarker,
     DeadLetter.avro_name: DeadLetter,
 }
 
 #: Nested record types, which have their own .avsc but are never a topic's value.
 NESTED_TYPES: dict[str, type[AvroRecord]] = {
-    cls.avro_name: cls for cls in (Envelope, TokenUsage, ToolCallIntent, RecordHeader)
+    cls.avro_name: cls for cls in (Envelope, TokenUsage, ToolCallIntent, RecordHeader, OutboxRecord)
 }

@@ -1,15 +1,21 @@
 """The processor engine: the pure state machine, driven over Kafka with confluent-kafka.
 
-Per batch: consume, decode, ``transition`` each event with its agent's state, produce every
-emitted event (and every dead letter), wait for all acknowledgements, then write the changed
-states to the compacted ``agent.state`` changelog, wait again, and only then commit the input
-offsets. A crash anywhere in between re-runs the batch: states restored from the changelog
-either already record the inputs as applied (a no-op) or re-emit the same outputs with the same
-event ids (which every consumer dedupes). Correctness never depends on broker transactions.
+Per batch: consume, decode, ``transition`` each event with its agent's state. Then
+  1. write each changed agent's state to the compacted ``agent.state`` changelog, together with
+     the outputs its events emitted (the outbox), and wait for the acknowledgements;
+  2. produce those outputs (and any dead letters) and wait again;
+  3. mark the changelog partitions as delivered (a ``ChangelogMarker``);
+  4. commit the input offsets.
+A crash before 1 re-runs the batch from the same restored state: the same outputs with the same
+event ids. A crash after 1 restores a state that already records the inputs as applied (so they
+are no-ops when re-consumed) and re-sends the unmarked outboxes, which consumers dedupe. The
+state never lags behind an output that left the processor, so a worker's result can never arrive
+before the request the restored state knows of. Correctness never depends on transactions.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -32,7 +38,14 @@ from agentstream.processors.machine import transition
 from agentstream.processors.spec import AgentSpec
 from agentstream.processors.state import AgentState
 from agentstream.schemas.errors import DeliveryError
-from agentstream.schemas.events import AgentStateSnapshot, DeadLetter, Event, RecordHeader
+from agentstream.schemas.events import (
+    AgentStateSnapshot,
+    ChangelogMarker,
+    DeadLetter,
+    Event,
+    OutboxRecord,
+    RecordHeader,
+)
 from agentstream.streams import dlq
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import Headers, message_headers
@@ -67,6 +80,49 @@ class EngineStats:
     restored_partitions: set[int] = field(default_factory=set)
 
 
+@dataclass
+class _Batch:
+    """What one batch changes: states, their outboxes, and dead letters."""
+
+    states: dict[str, tuple[AgentState, int]] = field(default_factory=dict)
+    outboxes: dict[str, list[OutboxRecord]] = field(default_factory=dict)
+    dead_letters: list[tuple[bytes | None, bytes, Headers]] = field(default_factory=list)
+
+
+@dataclass
+class _Changelog:
+    """One changelog partition as read on restore."""
+
+    states: dict[str, AgentState] = field(default_factory=dict)
+    outboxes: dict[str, tuple[int, list[OutboxRecord]]] = field(default_factory=dict)
+    marked_through: int = -1
+    last_snapshot_offset: int = -1
+
+    def read(self, msg: Message, serde: EventSerde) -> None:
+        value, offset = msg.value(), msg.offset() or 0
+        if value is None:  # a tombstone forgets the agent
+            key = (msg.key() or b"").decode("utf-8", "replace")
+            self.states.pop(key, None)
+            self.outboxes.pop(key, None)
+            return
+        record = serde.decode(msg.topic() or "", value)
+        if isinstance(record, ChangelogMarker):
+            self.marked_through = max(self.marked_through, record.through_offset)
+        elif isinstance(record, AgentStateSnapshot):
+            self.states[record.agent_id] = AgentState.from_json(record.state_json)
+            self.outboxes[record.agent_id] = (offset, record.outbox)
+            self.last_snapshot_offset = max(self.last_snapshot_offset, offset)
+
+    def undelivered(self) -> list[tuple[str, list[OutboxRecord]]]:
+        """Only an agent's latest snapshot can hold an undelivered outbox: a batch starts only
+        after the previous batch's outputs were acknowledged."""
+        return [
+            (agent, outbox)
+            for agent, (offset, outbox) in self.outboxes.items()
+            if offset > self.marked_through and outbox
+        ]
+
+
 class ProcessorEngine:
     """One processor instance; several share the partitions through a consumer group."""
 
@@ -79,6 +135,7 @@ class ProcessorEngine:
         group_id: str = "agentstream-processor",
         batch_size: int = 1000,
         poll_timeout: float = 0.2,
+        instance_id: str | None = None,
     ) -> None:
         self.settings = settings
         self._spec_for: SpecResolver = spec if callable(spec) else (lambda _agent: spec)
@@ -93,6 +150,7 @@ class ProcessorEngine:
         self._state_topic = settings.topic(STATE.name)
         self._dlq_topic = settings.topic(DLQ.name)
         self._delivery_errors: list[str] = []
+        self._snapshot_offsets: dict[int, int] = {}
         self._producer = Producer(
             {
                 **settings.kafka_config(),
@@ -111,6 +169,9 @@ class ProcessorEngine:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 6000,
                 "partition.assignment.strategy": "cooperative-sticky",
+                # A static member that restarts gets its partitions back at once instead of
+                # after the session timeout.
+                **({"group.instance.id": instance_id} if instance_id else {}),
             }
         )
 
@@ -158,14 +219,16 @@ class ProcessorEngine:
         new = {tp.partition for tp in partitions} - set(self._states)
         if new:
             started = time.monotonic()
-            restored = self._restore(new)
-            self.stats.restored_agents += sum(len(s) for s in restored.values())
+            restored, resent = self._restore(new)
+            agents = sum(len(s) for s in restored.values())
+            self.stats.restored_agents += agents
             self.stats.restored_partitions |= new
             self._states.update(restored)
             log.info(
                 "partitions_restored",
                 partitions=sorted(new),
-                agents=sum(len(s) for s in restored.values()),
+                agents=agents,
+                outbox_resent=resent,
                 seconds=round(time.monotonic() - started, 3),
             )
         consumer.incremental_assign(partitions)
@@ -177,9 +240,25 @@ class ProcessorEngine:
             self._states.pop(partition, None)
         log.info("partitions_revoked", partitions=sorted({tp.partition for tp in partitions}))
 
-    def _restore(self, partitions: set[int]) -> dict[int, dict[str, AgentState]]:
-        """Read the changelog partitions to their end; the last snapshot of each agent wins."""
-        restored: dict[int, dict[str, AgentState]] = {p: {} for p in partitions}
+    def _restore(self, partitions: set[int]) -> tuple[dict[int, dict[str, AgentState]], int]:
+        """The last snapshot of each agent wins; outboxes written after their partition's last
+        marker are sent again, then the partitions are marked."""
+        found = self._read_changelog(partitions)
+        resent = 0
+        for partition, changelog in found.items():
+            for agent_id, outbox in changelog.undelivered():
+                for record in outbox:
+                    self._produce(record.topic, agent_id.encode(), record.value)
+                    resent += 1
+            if changelog.last_snapshot_offset > changelog.marked_through:
+                self._snapshot_offsets[partition] = changelog.last_snapshot_offset
+        self._await_deliveries("re-sent outboxes")
+        self._write_markers()
+        return {p: c.states for p, c in found.items()}, resent
+
+    def _read_changelog(self, partitions: set[int]) -> dict[int, _Changelog]:
+        """Read the changelog partitions from the beginning to their current end."""
+        found: dict[int, _Changelog] = {p: _Changelog() for p in partitions}
         reader = Consumer(
             {
                 **self.settings.kafka_config(),
@@ -196,34 +275,24 @@ class ProcessorEngine:
                 )
                 if high > low:
                     ends[partition] = high
-            if not ends:
-                return restored
-            reader.assign([TopicPartition(self._state_topic, p, OFFSET_BEGINNING) for p in ends])
+            if ends:
+                reader.assign(
+                    [TopicPartition(self._state_topic, p, OFFSET_BEGINNING) for p in ends]
+                )
             while ends:
                 for msg in reader.consume(10_000, 1.0):
                     partition = msg.partition() or 0
                     error = msg.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            ends.pop(partition, None)
-                        continue
-                    self._restore_one(restored[partition], msg)
-                    if (msg.offset() or 0) + 1 >= ends.get(partition, 0):
+                    if error is None:
+                        found[partition].read(msg, self.serde)
+                        done = (msg.offset() or 0) + 1 >= ends.get(partition, 0)
+                    else:
+                        done = error.code() == KafkaError._PARTITION_EOF
+                    if done:
                         ends.pop(partition, None)
         finally:
             reader.close()
-        return restored
-
-    def _restore_one(self, states: dict[str, AgentState], msg: Message) -> None:
-        value = msg.value()
-        key = msg.key()
-        if value is None:  # a tombstone forgets the agent
-            if key is not None:
-                states.pop(key.decode("utf-8", "replace"), None)
-            return
-        snapshot = self.serde.decode(msg.topic() or "", value)
-        if isinstance(snapshot, AgentStateSnapshot):
-            states[snapshot.agent_id] = AgentState.from_json(snapshot.state_json)
+        return found
 
     # -- the batch -------------------------------------------------------------------------
 
@@ -232,7 +301,7 @@ class ProcessorEngine:
         if not messages:
             return 0
         offsets: dict[tuple[str, int], int] = {}
-        dirty: dict[str, tuple[AgentState, int]] = {}
+        batch = _Batch()
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -242,33 +311,42 @@ class ProcessorEngine:
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
             offsets[(topic, partition)] = offset + 1
             self.stats.consumed += 1
-            self._handle(msg, partition, dirty)
-        self._await_deliveries("outputs")
-        for state, partition in dirty.values():
-            self._produce_snapshot(state, partition)
+            self._handle(msg, partition, batch)
+        for agent_id, (state, partition) in batch.states.items():
+            self._produce_snapshot(state, partition, batch.outboxes.get(agent_id, []))
         self._await_deliveries("state snapshots")
+        self._failpoint("after_snapshots")
+        for agent_id, outbox in batch.outboxes.items():
+            for record in outbox:
+                self._produce(record.topic, agent_id.encode(), record.value)
+        for key, value, headers in batch.dead_letters:
+            self._produce(self._dlq_topic, key, value, headers=headers)
+        self._await_deliveries("outputs")
+        self._failpoint("after_outputs")
+        self._write_markers()
         if offsets:
             commit = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
             self._consumer.commit(offsets=commit, asynchronous=False)
         self.stats.batches += 1
         return len(messages)
 
-    def _handle(
-        self, msg: Message, partition: int, dirty: dict[str, tuple[AgentState, int]]
-    ) -> None:
+    def _handle(self, msg: Message, partition: int, batch: _Batch) -> None:
         topic = msg.topic() or ""
         try:
             event = self.serde.decode(topic, msg.value())
         except DecodeError as exc:
-            self._dead_letter(msg, exc.error_class, str(exc))
+            self._dead_letter(batch, msg, exc.error_class, str(exc))
             return
         if not isinstance(event, Event):
-            self._dead_letter(msg, "wrong_topic", f"{type(event).__name__} is not an agent event")
+            self._dead_letter(
+                batch, msg, "wrong_topic", f"{type(event).__name__} is not an agent event"
+            )
             return
         key = msg.key()
         agent_id = event.envelope.agent_id
         if key is None or key.decode("utf-8", "replace") != agent_id:
             self._dead_letter(
+                batch,
                 msg,
                 "key_mismatch" if key else "missing_key",
                 f"key {key!r} must be the agent_id {agent_id!r}",
@@ -281,17 +359,24 @@ class ProcessorEngine:
             self.stats.duplicates += 1
             return
         if decision.rejection is not None:
-            self._dead_letter(msg, decision.rejection.error_class, decision.rejection.reason, event)
+            self._dead_letter(
+                batch, msg, decision.rejection.error_class, decision.rejection.reason, event
+            )
             return
         self.stats.applied += 1
         states[agent_id] = decision.state
-        dirty[agent_id] = (decision.state, partition)
+        batch.states[agent_id] = (decision.state, partition)
+        outbox = batch.outboxes.setdefault(agent_id, [])
         for emitted in decision.emits:
             topic_name = self.settings.topic(topic_for(type(emitted)).name)
-            self._produce(topic_name, agent_id.encode(), self.serde.encode(topic_name, emitted))
+            outbox.append(
+                OutboxRecord(topic=topic_name, value=self.serde.encode(topic_name, emitted))
+            )
             self.stats.emitted += 1
 
-    def _produce_snapshot(self, state: AgentState, partition: int) -> None:
+    def _produce_snapshot(
+        self, state: AgentState, partition: int, outbox: list[OutboxRecord]
+    ) -> None:
         snapshot = AgentStateSnapshot(
             agent_id=state.agent_id,
             tenant_id=state.tenant_id,
@@ -299,14 +384,61 @@ class ProcessorEngine:
             last_event_id=state.last_event_id,
             state_json=state.to_json(),
             updated_at=state.updated_at or datetime.now(UTC),
+            outbox=outbox,
         )
         value = self.serde.encode(self._state_topic, snapshot)
         # The partition of the input, not the partitioner's choice: restore reads exactly the
         # changelog partitions matching the assigned input partitions.
-        self._produce(self._state_topic, state.agent_id.encode(), value, partition=partition)
+        self._produce(
+            self._state_topic,
+            state.agent_id.encode(),
+            value,
+            partition=partition,
+            on_delivery=self._on_snapshot_delivery,
+        )
+
+    def _failpoint(self, name: str) -> None:
+        """Crash tests: die like a SIGKILL at a named point of batch N (off unless set)."""
+        wanted = os.environ.get("AGENTSTREAM_FAILPOINT", "")
+        if wanted.partition(":")[0] == name and self.stats.batches + 1 >= int(
+            wanted.partition(":")[2] or 1
+        ):
+            log.warning("failpoint", name=name, batch=self.stats.batches + 1)
+            os._exit(137)
+
+    def _on_snapshot_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
+            return
+        partition, offset = msg.partition() or 0, msg.offset() or 0
+        if offset > self._snapshot_offsets.get(partition, -1):
+            self._snapshot_offsets[partition] = offset
+
+    def _write_markers(self) -> None:
+        """Record that every outbox up to the latest snapshot of each partition went out. Not
+        awaited: a lost marker only means those outboxes are re-sent (and deduped) on restore."""
+        for partition, offset in self._snapshot_offsets.items():
+            marker = ChangelogMarker(
+                partition=partition,
+                through_offset=offset,
+                written_at=datetime.now(UTC),
+                source=self.group_id,
+            )
+            self._produce(
+                self._state_topic,
+                f"__marker__/{partition}".encode(),
+                self.serde.encode(self._state_topic, marker),
+                partition=partition,
+            )
+        self._snapshot_offsets.clear()
 
     def _dead_letter(
-        self, msg: Message, error_class: str, reason: str, event: Event | None = None
+        self,
+        batch: _Batch,
+        msg: Message,
+        error_class: str,
+        reason: str,
+        event: Event | None = None,
     ) -> None:
         topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
         headers = message_headers(msg)
@@ -333,11 +465,8 @@ class ProcessorEngine:
             error_class=error_class,
             reason=reason,
         )
-        self._produce(
-            self._dlq_topic,
-            msg.key(),
-            self.serde.encode(self._dlq_topic, letter),
-            headers=dlq.headers_for(letter),
+        batch.dead_letters.append(
+            (msg.key(), self.serde.encode(self._dlq_topic, letter), dlq.headers_for(letter))
         )
         self.stats.dead_lettered += 1
 
@@ -346,10 +475,13 @@ class ProcessorEngine:
         topic: str,
         key: bytes | None,
         value: bytes,
+        *,
         headers: Headers | None = None,
         partition: int = -1,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> None:
         wire_headers: list[tuple[str, str | bytes | None]] = list(headers or [])
+        callback = on_delivery or self._on_delivery
         while True:
             try:
                 self._producer.produce(
@@ -358,7 +490,7 @@ class ProcessorEngine:
                     key,
                     partition=partition,
                     headers=wire_headers,
-                    on_delivery=self._on_delivery,
+                    on_delivery=callback,
                 )
                 return
             except BufferError:

@@ -22,6 +22,7 @@ from agentstream.schemas.events import (
     ApprovalGranted,
     ApprovalRequested,
     AvroRecord,
+    ChangelogMarker,
     DeadLetter,
     ModelCallCompleted,
     ModelCallFailed,
@@ -77,8 +78,8 @@ APPROVAL_DECISIONS = TopicSpec(
 OUTCOMES = TopicSpec("agent.outcomes", (RunCompleted, RunFailed), "how each run ended")
 STATE = TopicSpec(
     "agent.state",
-    (AgentStateSnapshot,),
-    "compacted changelog of agent state",
+    (AgentStateSnapshot, ChangelogMarker),
+    "compacted changelog of agent state, with outboxes and delivery markers",
     cleanup_policy="compact",
     extra_config={"min.compaction.lag.ms": "60000"},
 )

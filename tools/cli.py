@@ -44,8 +44,8 @@ processor_app = typer.Typer(
 )
 app.add_typer(processor_app, name="processor")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"verbose": False}
 
 
@@ -153,6 +153,10 @@ def processor_run(
         "agentstream-processor"
     ),
     batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 1000,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(help="Static group membership id: a restart resumes without a rebalance."),
+    ] = None,
 ) -> None:
     """Run one processor instance until SIGTERM or Ctrl-C; start several to share the load."""
     from agentstream.streams.engine import ProcessorEngine
@@ -162,7 +166,14 @@ def processor_run(
     agent = load_spec(spec)
     ensure_topics(settings)
     serde = EventSerde(registry_client(settings.require_schema_registry_url()))
-    engine = ProcessorEngine(settings, agent, serde=serde, group_id=group, batch_size=batch_size)
+    engine = ProcessorEngine(
+        settings,
+        agent,
+        serde=serde,
+        group_id=group,
+        batch_size=batch_size,
+        instance_id=instance_id,
+    )
     engine.install_signal_handlers()
     err.print(f"processor running agent {agent.name!r} in group {group!r}; Ctrl-C stops it")
     stats = engine.run()

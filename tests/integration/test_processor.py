@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -26,7 +27,7 @@ from agentstream.schemas.events import AgentInput, Event, RunCompleted
 from agentstream.streams.engine import PROCESSOR_INPUTS
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.settings import Settings
-from agentstream.streams.topics import OUTCOMES, STATE, ensure_topics
+from agentstream.streams.topics import DLQ, OUTCOMES, STATE, ensure_topics
 
 pytestmark = pytest.mark.integration
 PROCESSOR = ["processor", "run", "--spec", "world:support_spec", "--batch-size", "500"]
@@ -104,32 +105,33 @@ def test_sigkilled_processor_restarts_and_every_run_has_exactly_one_outcome(
 ) -> None:
     agents, kills = 1500, 0
     rng = random.Random(7)
+    static = [*PROCESSOR, "--instance-id", "processor-1"]
     with (
         TopicCollector(isolated, [OUTCOMES]) as outcomes,
         FakeWorkers(isolated),
-        ServiceProcess(PROCESSOR, isolated, tmp_path, "processor") as processor,
+        ServiceProcess(static, isolated, tmp_path, "processor") as processor,
     ):
         inputs = send_inputs(isolated, agents)
-        while kills < 5:
-            # kill only once this incarnation is making progress, at a random moment
-            before = len(outcomes.snapshot())
-            outcomes.wait_for(lambda r, n=before: len(r) > n, timeout=60)
-            if distinct_outcomes(outcomes.snapshot()) >= agents:
-                break
-            time.sleep(rng.uniform(0.0, 0.5))
+        while kills < 5 and distinct_outcomes(outcomes.snapshot()) < agents:
+            # kill each incarnation once it is processing, at a random moment
+            processor.wait_for_log("partitions_restored")
+            time.sleep(rng.uniform(0.0, 1.5))
             processor.kill()
             kills += 1
             processor.start()
         records = outcomes.wait_for(lambda r: distinct_outcomes(r) >= agents, timeout=120)
-        processor.wait_started()
+        processor.wait_for_log("processor_started")
         assert processor.terminate() == 0, processor.log_tail()
     found = outcomes_by_agent(records)
     assert len(found) == agents, processor.log_tail()
     assert all(len(o) == 1 for o in found.values()), "exactly one outcome per run, even re-sent"
     checked = check_states_are_folds_of_inputs(isolated, inputs)
+    assert read_to_end(isolated, [DLQ]) == [], "a crash must not dead-letter anything"
+    resent = sum(int(n) for n in re.findall(r'"outbox_resent": (\d+)', processor.log_tail(10**6)))
     print(
         f"\nprocessor kill test: {kills} SIGKILLs survived, {len(records)} outcome records "
-        f"({len(records) - agents} re-emitted duplicates), {checked} applied events checked"
+        f"({len(records) - agents} re-sent duplicates), {resent} outbox records re-sent on "
+        f"restore, {checked} applied events checked, 0 dead letters"
     )
     assert kills >= 3
 
@@ -154,3 +156,29 @@ def test_a_second_instance_takes_over_when_the_first_is_killed(
     assert distinct_outcomes(records) == agents, second.log_tail()
     assert "partitions_restored" in second.log_tail(200)
     check_states_are_folds_of_inputs(isolated, [*half, *rest])
+
+
+@pytest.mark.parametrize("failpoint", ["after_snapshots", "after_outputs"])
+def test_a_crash_in_each_window_of_a_batch_loses_and_duplicates_nothing(
+    isolated: Settings, tmp_path: Path, failpoint: str
+) -> None:
+    agents = 300
+    crashing = ServiceProcess(PROCESSOR, isolated, tmp_path, "crashing")
+    crashing.extra_env["AGENTSTREAM_FAILPOINT"] = f"{failpoint}:3"
+    healthy = ServiceProcess(PROCESSOR, isolated, tmp_path, "healthy")
+    with TopicCollector(isolated, [OUTCOMES]) as outcomes, FakeWorkers(isolated):
+        inputs = send_inputs(isolated, agents)
+        with crashing:
+            assert crashing.proc is not None
+            assert crashing.proc.wait(120) == 137, crashing.log_tail()
+        with healthy:
+            records = outcomes.wait_for(lambda r: distinct_outcomes(r) >= agents, timeout=120)
+            healthy.wait_for_log("processor_started")
+            assert healthy.terminate() == 0, healthy.log_tail()
+    found = outcomes_by_agent(records)
+    assert len(found) == agents and all(len(o) == 1 for o in found.values())
+    check_states_are_folds_of_inputs(isolated, inputs)
+    assert read_to_end(isolated, [DLQ]) == []
+    resent = re.findall(r'"outbox_resent": (\d+)', healthy.log_tail(10**6))
+    if failpoint == "after_snapshots":
+        assert sum(map(int, resent)) > 0, "the unmarked outboxes are sent on restore"

@@ -20,7 +20,13 @@ from typing import Self
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from world import respond
 
-from agentstream.schemas.events import AgentStateSnapshot, Event, RunCompleted, RunFailed
+from agentstream.schemas.events import (
+    AgentStateSnapshot,
+    ChangelogMarker,
+    Event,
+    RunCompleted,
+    RunFailed,
+)
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import (
@@ -214,6 +220,8 @@ def outcomes_by_agent(records: list[object]) -> dict[str, dict[str, Event]]:
 def latest_snapshots(records: list[tuple[int, object]]) -> dict[str, AgentStateSnapshot]:
     latest: dict[str, AgentStateSnapshot] = {}
     for _, record in records:
+        if isinstance(record, ChangelogMarker):
+            continue
         assert isinstance(record, AgentStateSnapshot)
         current = latest.get(record.agent_id)
         if current is None or record.version >= current.version:
@@ -230,6 +238,8 @@ class ServiceProcess:
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self._log_offset = 0
+        self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSTREAM_")}
@@ -248,6 +258,7 @@ class ServiceProcess:
         )
         if s.database_url:
             env["AGENTSTREAM_DATABASE_URL"] = s.database_url
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:
@@ -255,6 +266,7 @@ class ServiceProcess:
         assert exe, "agentstream is not installed next to this Python"
         self.starts += 1
         with self.log_path.open("ab") as log:
+            self._log_offset = log.tell()
             self.proc = subprocess.Popen(
                 [exe, *self.args],
                 env=self.env(),
@@ -279,12 +291,13 @@ class ServiceProcess:
                 self.kill()
         return self.proc.returncode
 
-    def wait_started(self, marker: str = "processor_started", timeout: float = 60) -> None:
-        """Wait until the current incarnation logged ``marker`` (its signal handlers are set)."""
+    def wait_for_log(self, marker: str, timeout: float = 60) -> None:
+        """Wait until the current incarnation logged ``marker``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if self.log_path.read_text(errors="replace").count(marker) >= self.starts:
+            with contextlib.suppress(OSError), self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                if marker.encode() in log.read():
                     return
             time.sleep(0.1)
         raise AssertionError(
