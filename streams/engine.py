@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -136,6 +137,7 @@ class ProcessorEngine:
         batch_size: int = 1000,
         poll_timeout: float = 0.2,
         instance_id: str | None = None,
+        transactional: bool = False,
     ) -> None:
         self.settings = settings
         self._spec_for: SpecResolver = spec if callable(spec) else (lambda _agent: spec)
@@ -159,8 +161,17 @@ class ProcessorEngine:
                 "linger.ms": 5,
                 "partitioner": "murmur2_random",
                 "queue.buffering.max.messages": 500_000,
+                # A stable transactional id fences a zombie twin of a static member.
+                **(
+                    {"transactional.id": f"{group_id}-{instance_id or uuid.uuid4()}"}
+                    if transactional
+                    else {}
+                ),
             }
         )
+        self.transactional = transactional
+        if transactional:
+            self._producer.init_transactions(30)
         self._consumer = Consumer(
             {
                 **settings.kafka_config(),
@@ -244,6 +255,7 @@ class ProcessorEngine:
         """The last snapshot of each agent wins; outboxes written after their partition's last
         marker are sent again, then the partitions are marked."""
         found = self._read_changelog(partitions)
+        self._begin()
         resent = 0
         for partition, changelog in found.items():
             for agent_id, outbox in changelog.undelivered():
@@ -254,6 +266,7 @@ class ProcessorEngine:
                 self._snapshot_offsets[partition] = changelog.last_snapshot_offset
         self._await_deliveries("re-sent outboxes")
         self._write_markers()
+        self._commit([])
         return {p: c.states for p, c in found.items()}, resent
 
     def _read_changelog(self, partitions: set[int]) -> dict[int, _Changelog]:
@@ -312,6 +325,7 @@ class ProcessorEngine:
             offsets[(topic, partition)] = offset + 1
             self.stats.consumed += 1
             self._handle(msg, partition, batch)
+        self._begin()
         for agent_id, (state, partition) in batch.states.items():
             self._produce_snapshot(state, partition, batch.outboxes.get(agent_id, []))
         self._await_deliveries("state snapshots")
@@ -324,11 +338,25 @@ class ProcessorEngine:
         self._await_deliveries("outputs")
         self._failpoint("after_outputs")
         self._write_markers()
-        if offsets:
-            commit = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-            self._consumer.commit(offsets=commit, asynchronous=False)
+        self._commit([TopicPartition(t, p, o) for (t, p), o in offsets.items()])
         self.stats.batches += 1
         return len(messages)
+
+    def _begin(self) -> None:
+        if self.transactional:
+            self._producer.begin_transaction()
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        """Commit input offsets: inside the producer's transaction when transactions are on
+        (atomic on Apache Kafka), else as a plain group commit after every acknowledgement."""
+        if self.transactional:
+            if offsets:
+                self._producer.send_offsets_to_transaction(
+                    offsets, self._consumer.consumer_group_metadata(), 30
+                )
+            self._producer.commit_transaction(60)
+        elif offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
 
     def _handle(self, msg: Message, partition: int, batch: _Batch) -> None:
         topic = msg.topic() or ""

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     ssl_key_password: SecretStr | None = None
 
     client_id: str = "agentstream"
+    processor_transactions: bool = Field(
+        default=False,
+        description="Wrap each processor batch in a Kafka transaction. For Apache Kafka: on the "
+        "embedded broker, read_committed readers never see transactional writes. Correctness "
+        "never depends on it",
+    )
     partitions: int = Field(default=6, ge=1, le=10000, description="Partitions per agent topic")
     replication_factor: int = Field(default=1, ge=1, le=7)
     topic_prefix: str = ""

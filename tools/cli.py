@@ -173,6 +173,7 @@ def processor_run(
         group_id=group,
         batch_size=batch_size,
         instance_id=instance_id,
+        transactional=settings.processor_transactions,
     )
     engine.install_signal_handlers()
     err.print(f"processor running agent {agent.name!r} in group {group!r}; Ctrl-C stops it")
