@@ -187,7 +187,9 @@ def processor_run(
 def main() -> None:
     """Entry point: one actionable line per error, the traceback only with --verbose."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:  # typer.Exit(n) comes back as a return value
+            sys.exit(code)
     except AgentStreamError as exc:
         if _state["verbose"]:
             traceback.print_exc()
