@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from agentstream.processors.ids import arguments_hash, derived_id
 from agentstream.processors.spec import AgentSpec
@@ -492,45 +493,31 @@ def _on_approval(
 
 
 def _complete_run(state: AgentState, run: RunState, step: _Step, output: str) -> AgentState:
-    step.emits.append(
-        RunCompleted(
-            envelope=step.envelope(state, run),
-            output=output,
-            steps=run.steps,
-            tool_calls=run.tool_calls,
-            usage=run.usage,
-            started_at=run.started_at,
-        )
-    )
-    state = state.model_copy(
-        update={
-            "run": None,
-            "runs_completed": state.runs_completed + 1,
-            "usage": state.usage + run.usage,
-        }
-    )
-    return _start_next(state, step)
+    step.emits.append(RunCompleted(**_run_totals(state, run, step), output=output))
+    return _end_run(state, run, step, {"runs_completed": state.runs_completed + 1})
 
 
 def _fail_run(
     state: AgentState, run: RunState, step: _Step, error_class: str, reason: str
 ) -> AgentState:
     step.emits.append(
-        RunFailed(
-            envelope=step.envelope(state, run),
-            reason=reason,
-            error_class=error_class,
-            steps=run.steps,
-            tool_calls=run.tool_calls,
-            usage=run.usage,
-            started_at=run.started_at,
-        )
+        RunFailed(**_run_totals(state, run, step), reason=reason, error_class=error_class)
     )
-    state = state.model_copy(
-        update={
-            "run": None,
-            "runs_failed": state.runs_failed + 1,
-            "usage": state.usage + run.usage,
-        }
-    )
+    return _end_run(state, run, step, {"runs_failed": state.runs_failed + 1})
+
+
+def _run_totals(state: AgentState, run: RunState, step: _Step) -> dict[str, Any]:
+    """The fields every outcome carries."""
+    return {
+        "envelope": step.envelope(state, run),
+        "steps": run.steps,
+        "tool_calls": run.tool_calls,
+        "usage": run.usage,
+        "started_at": run.started_at,
+    }
+
+
+def _end_run(state: AgentState, run: RunState, step: _Step, counter: dict[str, int]) -> AgentState:
+    """Close the run, count it, and start the next queued input, if any."""
+    state = state.model_copy(update={"run": None, "usage": state.usage + run.usage, **counter})
     return _start_next(state, step)
