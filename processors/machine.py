@@ -234,10 +234,10 @@ def _request_model(state: AgentState, run: RunState, step: _Step) -> AgentState:
             step=run.steps + 1,
             provider=model.provider,
             model=model.name,
-            parameters_json=json.dumps(model.parameters, sort_keys=True),
+            parameters_json=spec.parameters_json,
             system_prompt=spec.system_prompt,
             messages_json=json.dumps([m.wire() for m in run.messages], ensure_ascii=False),
-            tools_json=json.dumps(spec.tool_definitions(), sort_keys=True),
+            tools_json=spec.tools_json,
             fallback_provider=model.fallback_provider,
             fallback_model=model.fallback_name,
         )

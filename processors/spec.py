@@ -12,8 +12,10 @@ so the declaration and the implementation cannot drift apart::
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -165,3 +167,12 @@ class AgentSpec:
 
     def tool_definitions(self) -> list[dict[str, Any]]:
         return [t.definition() for t in self.tools]
+
+    # Every model call carries these; computed once per spec, not once per call.
+    @cached_property
+    def tools_json(self) -> str:
+        return json.dumps(self.tool_definitions(), sort_keys=True)
+
+    @cached_property
+    def parameters_json(self) -> str:
+        return json.dumps(self.model.parameters, sort_keys=True)
