@@ -26,6 +26,7 @@ from agentstream.streams.settings import (
 )
 from agentstream.streams.topics import TopicStatus, describe_topics, ensure_topics
 from agentstream.tools.loading import DEFAULT_SPEC, load_spec
+from agentstream.tools.services import ServiceSupervisor, dev_services
 from agentstream.tools.stack import EmbeddedStack
 
 app = typer.Typer(
@@ -70,25 +71,46 @@ def dev_up(
         Path | None,
         typer.Option(help="Keep PostgreSQL data here across restarts (default: a temp dir)."),
     ] = None,
+    spec: Annotated[
+        str, typer.Option(help="The agent the services run, as package.module:attribute.")
+    ] = DEFAULT_SPEC,
+    services: Annotated[
+        bool,
+        typer.Option(help="Also run the agentstream services (processor, workers, projector)."),
+    ] = True,
 ) -> None:
     """Start the embedded stack in the foreground until Ctrl-C; prints its settings when ready."""
     # Also SIGINT: a shell starts background jobs with it ignored, and Python keeps that.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
+    began = time.monotonic()
     stack = EmbeddedStack(data_dir=data_dir)
+    supervisor: ServiceSupervisor | None = None
     try:
         endpoints = stack.start()
+        if services:
+            settings = Settings(**endpoints.__dict__)
+            ensure_topics(settings)
+            supervisor = ServiceSupervisor(
+                dev_services(spec), stack.workdir, endpoints.environment()
+            )
+            supervisor.start()
         write_dev_stack(DevStackRecord(pid=os.getpid(), **endpoints.__dict__))
         exports = " ".join(f"{k}={v}" for k, v in endpoints.environment().items())
         # One unwrapped line, so scripts can grep it and users can copy it whole.
-        print(f"agentstream dev stack ready in {stack.startup_seconds:.1f}s: {exports}", flush=True)
+        ready_in = time.monotonic() - began
+        print(f"agentstream dev stack ready in {ready_in:.1f}s: {exports}", flush=True)
         while True:
             stack.check_alive()
+            if supervisor is not None:
+                supervisor.check()
             time.sleep(0.5)
     except KeyboardInterrupt:
         err.print("stopping the dev stack")
     finally:
         clear_dev_stack(os.getpid())
+        if supervisor is not None:
+            supervisor.stop()
         stack.stop()
 
 
