@@ -8,9 +8,11 @@ the decoder picks the model from the writer schema's name, looked up by the id i
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import threading
+from functools import cache
 from typing import Any
 
 from confluent_kafka.schema_registry import (
@@ -20,9 +22,10 @@ from confluent_kafka.schema_registry import (
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import ValidationError
 
-from agentstream.schemas.contract import avro_schema_str
+from agentstream.schemas.contract import avro_schema, avro_schema_str
 from agentstream.schemas.errors import SerializationError, ServiceUnavailableError
 from agentstream.schemas.events import RECORD_TYPES, AvroRecord
 
@@ -65,9 +68,28 @@ class EventSerde:
         self._serializers: dict[type[AvroRecord], AvroSerializer] = {}
         self._deserializers: dict[type[AvroRecord], AvroDeserializer] = {}
         self._types_by_id: dict[int, type[AvroRecord]] = {}
+        self._ids: dict[tuple[str, type[AvroRecord]], int] = {}
+        self._resolution: dict[int, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     def encode(self, topic: str, record: AvroRecord) -> bytes:
+        """Framed Avro. The first record of a type on a topic goes through confluent-kafka's
+        serializer, which registers (or looks up) its schema; after that the same bytes are
+        written straight with fastavro, skipping the serializer's per-record rule machinery."""
+        schema_id = self._ids.get((topic, type(record)))
+        if schema_id is None:
+            data = self._encode_via_serializer(topic, record)
+            self._ids[(topic, type(record))] = schema_id_of(data)
+            return data
+        out = io.BytesIO()
+        out.write(_FRAME.pack(MAGIC_BYTE, schema_id))
+        try:
+            schemaless_writer(out, _parsed(record.avro_name), record.to_avro())
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(f"cannot encode {record.avro_name}: {exc}") from exc
+        return out.getvalue()
+
+    def _encode_via_serializer(self, topic: str, record: AvroRecord) -> bytes:
         serializer = self._serializer(type(record))
         try:
             data = serializer(record, SerializationContext(topic, MessageField.VALUE))
@@ -84,13 +106,28 @@ class EventSerde:
         if data is None:
             raise DecodeError("missing_value", "the record has no value (tombstone)")
         record_type = self.record_type_of(data)
-        deserializer = self._deserializer(record_type)
+        schemas = self._resolution.get(schema_id_of(data))
         try:
-            record = deserializer(data, SerializationContext(topic, MessageField.VALUE))
+            if schemas is None:
+                # First value with this schema id: confluent-kafka's deserializer resolves it,
+                # and the parsed writer schema is kept for the fast path.
+                record = self._deserializer(record_type)(
+                    data, SerializationContext(topic, MessageField.VALUE)
+                )
+                self._learn_resolution(schema_id_of(data), record_type)
+            else:
+                writer, reader = schemas
+                payload = io.BytesIO(memoryview(data)[_FRAME.size :])
+                decoded = schemaless_reader(payload, writer, reader)
+                if not isinstance(decoded, dict):
+                    raise DecodeError("undecodable", "the value is not a record")
+                record = record_type.from_avro(decoded)
         except ValidationError as exc:
             raise DecodeError("invalid_event", _first_error(exc)) from exc
         except SchemaRegistryError as exc:
             raise _registry_failure(exc) from exc
+        except DecodeError:
+            raise
         except Exception as exc:  # fastavro raises bare EOFError/ValueError/... on bad bytes
             raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(record, record_type):
@@ -120,6 +157,14 @@ class EventSerde:
             raise DecodeError("unknown_record_type", f"schema {schema_id} is {name}, not ours")
         self._types_by_id[schema_id] = record_type
         return record_type
+
+    def _learn_resolution(self, schema_id: int, record_type: type[AvroRecord]) -> None:
+        """Parse the writer schema once; the reader schema is only needed when they differ."""
+        registered = self.client.get_schema(schema_id)
+        writer_json = json.loads(registered.schema_str or "")
+        writer = parse_schema(writer_json, named_schemas={})
+        same = _canonical(writer_json) == _canonical(avro_schema(record_type.avro_name))
+        self._resolution[schema_id] = (writer, None if same else _parsed(record_type.avro_name))
 
     def _serializer(self, record_type: type[AvroRecord]) -> AvroSerializer:
         serializer = self._serializers.get(record_type)
@@ -153,6 +198,15 @@ class EventSerde:
                 )
                 self._deserializers[record_type] = deserializer
         return deserializer
+
+
+@cache
+def _parsed(full_name: str) -> Any:
+    return parse_schema(avro_schema(full_name), named_schemas={})
+
+
+def _canonical(schema: Any) -> str:
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 def _first_error(exc: ValidationError) -> str:
