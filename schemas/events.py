@@ -31,7 +31,10 @@ Millis = Annotated[datetime, AfterValidator(_to_millis)]
 class AvroRecord(BaseModel):
     """A value of one named Avro record type of the contract."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # bytes (dead letters, outboxes) are rarely UTF-8: base64 in JSON, both ways
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
     avro_name: ClassVar[str]
 

@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentstream.schemas.errors import AgentStreamError
+from agentstream.processors.breaker import BreakerPolicy
+from agentstream.schemas.errors import AgentStreamError, ConfigurationError
 from agentstream.streams.logs import configure_logging
 from agentstream.streams.settings import (
     DevStackRecord,
@@ -25,6 +26,7 @@ from agentstream.streams.settings import (
     write_dev_stack,
 )
 from agentstream.streams.topics import TopicStatus, describe_topics, ensure_topics
+from agentstream.tools import cmd_events
 from agentstream.tools.loading import DEFAULT_SPEC, load_spec
 from agentstream.tools.services import ServiceSupervisor, dev_services
 from agentstream.tools.stack import EmbeddedStack
@@ -44,6 +46,18 @@ processor_app = typer.Typer(
     help="The processor: advances agents' state machines.", no_args_is_help=True
 )
 app.add_typer(processor_app, name="processor")
+worker_app = typer.Typer(
+    help="Workers that run side effects: tools, models, approval expiry.", no_args_is_help=True
+)
+app.add_typer(worker_app, name="worker")
+worker_tools_app = typer.Typer(help="The tool worker.", no_args_is_help=True)
+worker_app.add_typer(worker_tools_app, name="tools")
+worker_models_app = typer.Typer(help="The model worker.", no_args_is_help=True)
+worker_app.add_typer(worker_models_app, name="models")
+worker_timers_app = typer.Typer(help="The approval expiry timer.", no_args_is_help=True)
+worker_app.add_typer(worker_timers_app, name="timers")
+approvals_app = typer.Typer(help="Human approvals of gated tool calls.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -147,6 +161,10 @@ def _topics_table(title: str, statuses: list[TopicStatus]) -> Table:
     return table
 
 
+app.command("send")(cmd_events.send)
+app.command("tail")(cmd_events.tail)
+
+
 @topics_app.command("ensure")
 def topics_ensure() -> None:
     """Create missing topics and check that agent topics are co-partitioned."""
@@ -204,6 +222,221 @@ def processor_run(
         f"processor stopped: {stats.applied} applied, {stats.emitted} emitted, "
         f"{stats.duplicates} duplicates, {stats.dead_lettered} dead-lettered"
     )
+
+
+_SpecsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--spec", help="An agent, as package.module:attribute (an AgentSpec); repeatable."
+    ),
+]
+_ConcurrencyOption = Annotated[
+    int, typer.Option(min=1, max=1000, help="Calls run at once by this worker.")
+]
+_InstanceOption = Annotated[
+    str | None,
+    typer.Option(help="Static group membership id: a restart resumes without a rebalance."),
+]
+_ThresholdOption = Annotated[
+    int, typer.Option(min=1, help="Consecutive failures that open a circuit breaker.")
+]
+_CooldownOption = Annotated[
+    float, typer.Option(min=0.0, help="Seconds an open breaker waits before a probe call.")
+]
+
+
+def _breaker_policy(threshold: int, cooldown: float) -> BreakerPolicy:
+    return BreakerPolicy(failure_threshold=threshold, cooldown_s=cooldown)
+
+
+@worker_tools_app.command("run")
+def worker_tools_run(
+    *,
+    spec: _SpecsOption = None,
+    concurrency: _ConcurrencyOption = 8,
+    group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
+        "agentstream-tool-worker"
+    ),
+    instance_id: _InstanceOption = None,
+    breaker_threshold: _ThresholdOption = 5,
+    breaker_cooldown: _CooldownOption = 30.0,
+) -> None:
+    """Run the agents' tools for every tool call request until SIGTERM or Ctrl-C."""
+    from agentstream.processors.tool_worker import ToolWorker
+
+    settings = load_settings()
+    agents = [load_spec(path) for path in spec or [DEFAULT_SPEC]]
+    ensure_topics(settings)
+    worker = ToolWorker(
+        settings,
+        agents,
+        concurrency=concurrency,
+        group_id=group,
+        breaker=_breaker_policy(breaker_threshold, breaker_cooldown),
+        instance_id=instance_id,
+    )
+    worker.install_signal_handlers()
+    tools = ", ".join(sorted(worker.executor.tools))
+    err.print(f"tool worker running {tools} in group {group!r}; Ctrl-C stops it")
+    stats = worker.run()
+    err.print(f"tool worker stopped: {stats.results} results, {stats.dead_lettered} dead-lettered")
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+@worker_models_app.command("run")
+def worker_models_run(
+    *,
+    provider: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=BASE_URL of an OpenAI-compatible server (key from "
+            "AGENTSTREAM_<NAME>_API_KEY), or NAME=scripted; repeatable. "
+            "'scripted' is always there."
+        ),
+    ] = None,
+    spec: _SpecsOption = None,
+    concurrency: _ConcurrencyOption = 8,
+    group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
+        "agentstream-model-worker"
+    ),
+    instance_id: _InstanceOption = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(min=0.001, help="Calls per second to each HTTP provider.")
+    ] = None,
+    max_attempts: Annotated[int, typer.Option(min=1, max=20)] = 3,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per attempt.")] = 120.0,
+    breaker_threshold: _ThresholdOption = 5,
+    breaker_cooldown: _CooldownOption = 30.0,
+) -> None:
+    """Answer every model call request with the configured providers until SIGTERM or Ctrl-C.
+
+    With --spec, refuses to start when an agent's model or fallback provider is not configured.
+    """
+    from agentstream.processors.model_worker import ModelWorker, ProviderConfig
+    from agentstream.processors.spec import RetryPolicy
+
+    settings = load_settings()
+    providers = [ProviderConfig.parse(p, rate_limit) for p in provider or []]
+    known = {p.name for p in providers} | {"scripted"}
+    for path in spec or []:
+        model = load_spec(path).model
+        for name in filter(None, (model.provider, model.fallback_provider)):
+            if name not in known:
+                raise ConfigurationError(
+                    f"{path} uses provider {name!r}, which is not configured",
+                    hint=f"add --provider {name}=BASE_URL",
+                )
+    ensure_topics(settings)
+    worker = ModelWorker(
+        settings,
+        providers,
+        concurrency=concurrency,
+        group_id=group,
+        breaker=_breaker_policy(breaker_threshold, breaker_cooldown),
+        retry=RetryPolicy(max_attempts=max_attempts),
+        timeout_s=timeout,
+        instance_id=instance_id,
+    )
+    worker.install_signal_handlers()
+    names = ", ".join(worker.providers)
+    err.print(f"model worker running providers {names} in group {group!r}; Ctrl-C stops it")
+    stats = worker.run()
+    err.print(f"model worker stopped: {stats.results} results, {stats.dead_lettered} dead-lettered")
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+@worker_timers_app.command("run")
+def worker_timers_run(
+    group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
+        "agentstream-approval-timer"
+    ),
+) -> None:
+    """Expire approval requests that have no decision by their deadline."""
+    from agentstream.processors.expiry import ApprovalTimer
+
+    settings = load_settings()
+    ensure_topics(settings)
+    timer = ApprovalTimer(settings, group_id=group)
+    timer.install_signal_handlers()
+    err.print(f"approval timer running in group {group!r}; Ctrl-C stops it")
+    stats = timer.run()
+    err.print(f"approval timer stopped: {stats.expired} approvals expired")
+
+
+@approvals_app.command("list")
+def approvals_list(
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also decided, expired and overdue ones.")
+    ] = False,
+) -> None:
+    """Show the approval requests waiting for a decision."""
+    from agentstream.processors.approvals import ApprovalsClient
+
+    client = ApprovalsClient(load_settings())
+    statuses = client.statuses() if show_all else client.pending()
+    table = Table(title="approvals" if show_all else "pending approvals")
+    for column in ("call id", "agent", "tool", "arguments", "arguments hash", "expires", "state"):
+        table.add_column(column, overflow="fold")
+    for status in statuses:
+        request = status.request
+        table.add_row(
+            request.call_id,
+            request.envelope.agent_id,
+            request.tool,
+            request.arguments_json,
+            request.arguments_hash[:16],
+            request.expires_at.isoformat(timespec="seconds"),
+            status.state(),
+        )
+    out.print(table)
+
+
+def _decide(
+    call_id: str, approve: bool, approver: str, arguments_hash: str, comment: str | None
+) -> None:
+    from agentstream.processors.approvals import ApprovalsClient
+
+    event = ApprovalsClient(load_settings()).decide(
+        call_id, approve=approve, approver=approver, arguments_hash=arguments_hash, comment=comment
+    )
+    verb = "approved" if approve else "denied"
+    out.print(f"{verb} call {call_id} as {approver} (event {event.envelope.event_id})")
+
+
+_CallIdArgument = Annotated[str, typer.Argument(help="The call id, from `approvals list`.")]
+_ApproverOption = Annotated[str, typer.Option(help="Who decides (recorded in the event).")]
+_HashOption = Annotated[
+    str,
+    typer.Option(
+        "--arguments-hash",
+        help="The arguments hash you checked (from `approvals list`; a prefix of 8+ characters).",
+    ),
+]
+_CommentOption = Annotated[str | None, typer.Option(help="Why, for the audit trail.")]
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    call_id: _CallIdArgument,
+    approver: _ApproverOption,
+    arguments_hash: _HashOption,
+    comment: _CommentOption = None,
+) -> None:
+    """Grant a pending approval: the gated tool call runs."""
+    _decide(call_id, True, approver, arguments_hash, comment)
+
+
+@approvals_app.command("deny")
+def approvals_deny(
+    call_id: _CallIdArgument,
+    approver: _ApproverOption,
+    arguments_hash: _HashOption,
+    comment: _CommentOption = None,
+) -> None:
+    """Deny a pending approval: the model is told the call was denied."""
+    _decide(call_id, False, approver, arguments_hash, comment)
 
 
 def main() -> None:
