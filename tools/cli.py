@@ -9,27 +9,27 @@ import time
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentstream.processors.breaker import BreakerPolicy
 from agentstream.schemas.errors import AgentStreamError, ConfigurationError
 from agentstream.streams.logs import configure_logging
 from agentstream.streams.settings import (
     DevStackRecord,
-    Settings,
     clear_dev_stack,
     load_settings,
     write_dev_stack,
 )
 from agentstream.streams.topics import TopicStatus, describe_topics, ensure_topics
 from agentstream.tools import cmd_events
+from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC, load_spec
-from agentstream.tools.services import ServiceSupervisor, dev_services
-from agentstream.tools.stack import EmbeddedStack
+
+if TYPE_CHECKING:
+    from agentstream.processors.breaker import BreakerPolicy
 
 app = typer.Typer(
     name="agentstream",
@@ -58,6 +58,13 @@ worker_timers_app = typer.Typer(help="The approval expiry timer.", no_args_is_he
 worker_app.add_typer(worker_timers_app, name="timers")
 approvals_app = typer.Typer(help="Human approvals of gated tool calls.", no_args_is_help=True)
 app.add_typer(approvals_app, name="approvals")
+db_app = typer.Typer(help="The projection database: schema migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+projections_app = typer.Typer(
+    help="The projector and its PostgreSQL read models (audit log, agents, runs, ...).",
+    no_args_is_help=True,
+)
+app.add_typer(projections_app, name="projections")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -97,53 +104,57 @@ def dev_up(
     # Also SIGINT: a shell starts background jobs with it ignored, and Python keeps that.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
-    began = time.monotonic()
-    stack = EmbeddedStack(data_dir=data_dir)
-    supervisor: ServiceSupervisor | None = None
     try:
-        endpoints = stack.start()
-        if services:
-            settings = Settings(**endpoints.__dict__)
-            ensure_topics(settings)
-            supervisor = ServiceSupervisor(
-                dev_services(spec), stack.workdir, endpoints.environment()
-            )
-            supervisor.start()
-        write_dev_stack(DevStackRecord(pid=os.getpid(), **endpoints.__dict__))
-        exports = " ".join(f"{k}={v}" for k, v in endpoints.environment().items())
-        # One unwrapped line, so scripts can grep it and users can copy it whole.
-        ready_in = time.monotonic() - began
-        print(f"agentstream dev stack ready in {ready_in:.1f}s: {exports}", flush=True)
-        while True:
-            stack.check_alive()
-            if supervisor is not None:
-                supervisor.check()
-            time.sleep(0.5)
+        with full_stack(spec, data_dir=data_dir, services=services) as running:
+            endpoints = running.endpoints
+            write_dev_stack(DevStackRecord(pid=os.getpid(), **endpoints.__dict__))
+            try:
+                exports = " ".join(f"{k}={v}" for k, v in endpoints.environment().items())
+                # One unwrapped line, so scripts can grep it and users can copy it whole.
+                print(
+                    f"agentstream dev stack ready in {running.ready_seconds:.1f}s: {exports}",
+                    flush=True,
+                )
+                while True:
+                    running.check()
+                    time.sleep(0.5)
+            finally:
+                clear_dev_stack(os.getpid())
     except KeyboardInterrupt:
-        err.print("stopping the dev stack")
-    finally:
-        clear_dev_stack(os.getpid())
-        if supervisor is not None:
-            supervisor.stop()
-        stack.stop()
+        err.print("stopped the dev stack")
 
 
 @app.command()
-def demo() -> None:
-    """Start the embedded stack, send a smoke event through it, print it, and stop."""
-    from agentstream.tools.demo import smoke_round_trip
+def demo(
+    interactive: Annotated[
+        bool, typer.Option(help="Ask before granting each approval instead of auto-approving.")
+    ] = False,
+) -> None:
+    """Run the sample support agent end to end on the embedded stack, then stop everything."""
+    from rich.prompt import Confirm
 
-    with EmbeddedStack() as endpoints:
-        out.print(f"embedded stack up: broker {endpoints.bootstrap_servers}")
-        settings = Settings(
-            bootstrap_servers=endpoints.bootstrap_servers, database_url=endpoints.database_url
-        )
-        result = smoke_round_trip(settings)
+    from agentstream.schemas.events import ApprovalRequested
+    from agentstream.streams.serde import EventSerde, registry_client
+    from agentstream.tools.demo import outcome_table, run_demo, timeline_table
+
+    def decide(request: ApprovalRequested) -> str | None:
+        if not interactive:
+            return "demo-operator"
+        question = f"approve {request.tool}({request.arguments_json}) for {request.agent_id}?"
+        return "you" if Confirm.ask(question, console=err) else None
+
+    out.print("starting the embedded stack and the agentstream services…")
+    with full_stack(DEFAULT_SPEC) as running:
         out.print(
-            f"smoke event consumed from {result.topic}[{result.partition}]@{result.offset}: "
-            f"{result.value}"
+            f"ready in {running.ready_seconds:.1f}s; sending three questions to the "
+            "support agent (scripted model, refunds need approval)\n"
         )
-    out.print("embedded stack stopped")
+        serde = EventSerde(registry_client(running.settings.require_schema_registry_url()))
+        result = run_demo(running.settings, serde, out, decide=decide)
+        out.print()
+        out.print(outcome_table(result))
+        out.print(timeline_table("customer-ben", result.timeline["customer-ben"]))
+    out.print("everything stopped; nothing is left running")
 
 
 def _topics_table(title: str, statuses: list[TopicStatus]) -> Table:
@@ -246,6 +257,10 @@ _CooldownOption = Annotated[
 
 
 def _breaker_policy(threshold: int, cooldown: float) -> BreakerPolicy:
+    # Imported here like every service module: importing one binds its module logger, which
+    # must happen after the root callback configured logging.
+    from agentstream.processors.breaker import BreakerPolicy
+
     return BreakerPolicy(failure_threshold=threshold, cooldown_s=cooldown)
 
 
@@ -437,6 +452,143 @@ def approvals_deny(
 ) -> None:
     """Deny a pending approval: the model is told the call was denied."""
     _decide(call_id, False, approver, arguments_hash, comment)
+
+
+_SchemaOption = Annotated[
+    str,
+    typer.Option(
+        envvar="AGENTSTREAM_PROJECTION_SCHEMA",
+        help="PostgreSQL schema of the read models (a dedicated one: rebuild swaps it).",
+    ),
+]
+
+
+@db_app.command("migrate")
+def db_migrate(schema: _SchemaOption = "projections") -> None:
+    """Apply pending migrations to the projection schema (creating it if needed)."""
+    from agentstream.projections.migrate import migrate
+
+    settings = load_settings()
+    applied = migrate(settings.require_database_url(), schema)
+    if applied:
+        out.print(f"schema {schema}: applied {', '.join(applied)}")
+    else:
+        out.print(f"schema {schema}: up to date")
+
+
+@projections_app.command("run")
+def projections_run(
+    schema: _SchemaOption = "projections",
+    group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
+        "agentstream-projector"
+    ),
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 5000,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(help="Static group membership id: a restart resumes without a rebalance."),
+    ] = None,
+    migrate: Annotated[bool, typer.Option(help="Apply pending migrations before starting.")] = True,
+    max_backoff: Annotated[
+        float, typer.Option(min=0.1, help="Longest pause (s) between retries while down.")
+    ] = 10.0,
+) -> None:
+    """Run one projector until SIGTERM or Ctrl-C: every agent topic into PostgreSQL."""
+    from agentstream.projections.migrate import migrate as apply_migrations
+    from agentstream.projections.projector import Backoff, Projector, tune_gc_for_batches
+
+    settings = load_settings()
+    ensure_topics(settings)
+    if migrate:
+        apply_migrations(settings.require_database_url(), schema)
+    projector = Projector(
+        settings,
+        schema=schema,
+        group_id=group,
+        batch_size=batch_size,
+        instance_id=instance_id,
+        backoff=Backoff(maximum=max_backoff),
+    )
+    projector.install_signal_handlers()
+    tune_gc_for_batches()
+    err.print(f"projector writing schema {schema!r} in group {group!r}; Ctrl-C stops it")
+    stats = projector.run()
+    err.print(
+        f"projector stopped: {stats.applied} events applied, {stats.duplicates} duplicates, "
+        f"{stats.dead_lettered} dead-lettered"
+    )
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    schema: _SchemaOption = "projections",
+    swap: Annotated[
+        bool,
+        typer.Option(help="Replace the live tables with the rebuilt ones (else keep both)."),
+    ] = True,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 5000,
+) -> None:
+    """Rebuild every read model from the topics into a shadow schema, compare it with the live
+    tables (checksums), and swap it in."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from agentstream.projections.projector import tune_gc_for_batches
+    from agentstream.projections.rebuild import rebuild
+
+    settings = load_settings()
+    tune_gc_for_batches()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "{task.fields[rate]}",
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task("rebuilding", total=None, rate="")
+        began = time.monotonic()
+
+        def advance(done: int, total: int) -> None:
+            rate = done / max(time.monotonic() - began, 1e-6)
+            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} events/s")
+
+        report = rebuild(
+            settings, schema=schema, swap=swap, batch_size=batch_size, on_progress=advance
+        )
+    table = Table(title=f"schema {schema}: live vs rebuilt")
+    for column in ("table", "rows (live)", "rows (rebuilt)", "md5 (live)", "md5 (rebuilt)", ""):
+        table.add_column(column)
+    for name, rebuilt in report.rebuilt.items():
+        live = report.live.get(name) if report.live else None
+        table.add_row(
+            name,
+            str(live.rows) if live else "-",
+            str(rebuilt.rows),
+            live.md5[:12] if live else "-",
+            rebuilt.md5[:12],
+            "" if live is None else ("equal" if live == rebuilt else "DIFFERENT"),
+        )
+    out.print(table)
+    out.print(
+        f"rebuilt {report.records} records in {report.seconds:.1f}s ({report.rate:,.0f} events/s)"
+    )
+    if report.live is None:
+        out.print("no live projection to compare with")
+    elif report.live_behind:
+        out.print(
+            f"not compared: the live projection is behind the topics on "
+            f"{len(report.live_behind)} partition(s) (is its projector running?)"
+        )
+    elif report.equal:
+        out.print("check passed: the live tables equal the rebuild")
+    else:
+        out.print(f"check FAILED: the live tables differ in {', '.join(report.differing())}")
+    out.print(
+        f"swapped: schema {schema} now holds the rebuild"
+        if report.swapped
+        else f"not swapped: the rebuild stays in schema {report.shadow}"
+    )
+    if report.equal is False:
+        raise typer.Exit(1)
 
 
 def main() -> None:

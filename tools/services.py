@@ -101,10 +101,3 @@ class ServiceSupervisor:
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()
-
-
-def dev_services(spec: str) -> list[ServiceCommand]:
-    """What ``dev up`` runs beside the broker, the registry and PostgreSQL."""
-    return [
-        ServiceCommand("processor", ("processor", "run", "--spec", spec), "processor_started"),
-    ]

@@ -123,30 +123,36 @@ def test_dev_up_children_die_with_it_even_on_sigkill(tmp_path: Path) -> None:
 
 
 def _foreign_stack_processes() -> set[int]:
-    """Broker and PostgreSQL processes that are not this test session's own fixtures."""
+    """Broker, PostgreSQL, registry and service processes that are not this session's own."""
     ours = {p.pid for p in psutil.Process().children(recursive=True)}
     found = set()
-    for proc in psutil.process_iter(["name", "create_time"]):
+    for proc in psutil.process_iter(["name", "cmdline"]):
         name = proc.info["name"] or ""
-        if (name.startswith("tansu") or name == "postgres") and proc.pid not in ours:
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        ours_too = "agentstream.tools.cli" in cmdline or "registry_server" in cmdline
+        if (name.startswith("tansu") or name == "postgres" or ours_too) and proc.pid not in ours:
             found.add(proc.pid)
     return found
 
 
-def test_demo_prints_the_smoke_event_and_leaves_nothing(tmp_path: Path) -> None:
+def test_demo_runs_the_support_agent_end_to_end_and_leaves_nothing(tmp_path: Path) -> None:
     before = _foreign_stack_processes()
     done = subprocess.run(
         [*_cli(), "demo"],
         capture_output=True,
         text=True,
-        env=_clean_env(tmp_path),
-        timeout=120,
+        env={**_clean_env(tmp_path), "COLUMNS": "200"},
+        timeout=180,
     )
     assert done.returncode == 0, done.stderr
-    assert re.search(
-        r"smoke event consumed from agentstream\.smoke\[0\]@\d+: \{.*'type': 'smoke'", done.stdout
-    ), done.stdout
-    assert "embedded stack stopped" in done.stdout
+    lines = done.stdout.splitlines()
+    for agent in ("customer-ana", "customer-ben", "customer-cho"):
+        assert any(agent in line and "RunCompleted" in line for line in lines), done.stdout
+    assert any("ApprovalRequested: issue_refund" in line for line in lines)
+    assert any("ApprovalGranted: granted by demo-operator" in line for line in lines)
+    assert done.stdout.count("completed") >= 3  # the outcome table
+    assert "audit timeline of customer-ben" in done.stdout
+    assert "everything stopped" in done.stdout
     new: list[psutil.Process] = []
     for pid in _foreign_stack_processes() - before:
         with contextlib.suppress(psutil.NoSuchProcess):

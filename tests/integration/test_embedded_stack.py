@@ -9,9 +9,9 @@ import psutil
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
-from agentstream.streams.settings import Settings
-from agentstream.tools.demo import ensure_topic
 from agentstream.tools.stack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
@@ -37,9 +37,9 @@ def test_stack_serves_kafka_groups_and_postgres_then_leaves_nothing() -> None:
         endpoints = stack.start()
         tree = _process_tree(stack.pids())
         assert len(tree) > 2  # broker, postmaster and the postmaster's workers
-        settings = Settings(bootstrap_servers=endpoints.bootstrap_servers)
         topic = f"stack-test-{uuid.uuid4().hex[:8]}"
-        ensure_topic(settings, topic, partitions=3)
+        admin = AdminClient({"bootstrap.servers": endpoints.bootstrap_servers})
+        admin.create_topics([NewTopic(topic, num_partitions=3)])[topic].result(15)
 
         producer = Producer({"bootstrap.servers": endpoints.bootstrap_servers, "acks": "all"})
         sent = {f"key-{i}".encode(): f"value-{i}".encode() for i in range(30)}

@@ -1,0 +1,275 @@
+"""The runtime shared by the tool and model workers: a Faust consumer of one request topic
+that runs up to ``concurrency`` calls at once and sends each call's result event.
+
+Per request: decode (undecodable or misplaced records go to ``agent.dlq``), run the call, produce
+the result and wait for the broker's acknowledgement, and only then ack the record. Records are
+acked to Faust in offset order per partition (``InOrderAcks``), so the committed offset never
+passes a call that has not finished: a crash re-delivers every unfinished call, which runs again
+with the same idempotency key and yields a result with the same event id.
+
+One Faust actor reads the stream and hands records to tasks, instead of Faust's own
+``concurrency=N`` actors: their out-of-order acks can make Faust commit past an unfinished
+record (see offsets.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from agentstream.processors.faust_config import quiet_faust_logging, worker_app
+from agentstream.processors.offsets import InOrderAcks
+from agentstream.schemas.events import DeadLetter, Event, RecordHeader
+from agentstream.streams import dlq
+from agentstream.streams.logs import get_logger
+from agentstream.streams.serde import DecodeError, EventSerde, registry_client
+from agentstream.streams.settings import Settings
+from agentstream.streams.topics import DLQ, TopicSpec, topic_for
+
+log = get_logger(__name__)
+
+Handler = Callable[[Event], Awaitable[Event]]
+
+
+@dataclass
+class WorkerStats:
+    consumed: int = 0
+    results: int = 0
+    dead_lettered: int = 0
+    failed: bool = False
+
+
+class _Rejected(Exception):
+    def __init__(self, error_class: str, reason: str, event: Event | None = None) -> None:
+        super().__init__(reason)
+        self.error_class = error_class
+        self.event = event
+
+
+class FaustCallWorker:
+    """Consumes ``requests`` (records of ``request_type``) and sends what ``handle`` returns."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str,
+        group_id: str,
+        requests: TopicSpec,
+        request_type: type[Event],
+        handle: Handler,
+        concurrency: int = 8,
+        serde: EventSerde | None = None,
+        instance_id: str | None = None,
+        drain_timeout_s: float = 30.0,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.settings = settings
+        self.name = name
+        self.group_id = group_id
+        self.request_type = request_type
+        self.concurrency = concurrency
+        self.serde = serde or EventSerde(registry_client(settings.require_schema_registry_url()))
+        self.stats = WorkerStats()
+        self._handle = handle
+        self._instance_id = instance_id
+        self._drain_timeout_s = drain_timeout_s
+        self._on_stop = on_stop
+        self._requests_topic = settings.topic(requests.name)
+        self._dlq_topic = settings.topic(DLQ.name)
+        self._acks: InOrderAcks[Any] = InOrderAcks()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
+        self._draining = False
+        self._app: Any = None
+        self._slots: asyncio.Semaphore | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> WorkerStats:
+        """Consume until ``stop()`` (or SIGTERM with ``install_signal_handlers``)."""
+        quiet_faust_logging()
+        asyncio.run(self._main())
+        return self.stats
+
+    def stop(self) -> None:
+        """Safe from signal handlers and other threads."""
+        self._stop_requested = True
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopping.set)
+
+    def install_signal_handlers(self) -> None:
+        def handle(_signum: int, _frame: FrameType | None) -> None:
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.concurrency)
+        if self._stop_requested:
+            return
+        app = self._app = worker_app(self.settings, self.group_id, instance_id=self._instance_id)
+        topic = app.topic(
+            self._requests_topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        app.agent(topic, name=f"{self.group_id}.requests")(self._consume)
+        app.on_startup_finished = self._on_ready
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.finalize()
+        starting = asyncio.ensure_future(app.start())
+        try:
+            while not self._stopping.is_set():
+                if app.crashed:
+                    log.error(f"{self.name}_crashed", error=repr(app.crash_reason))
+                    self.stats.failed = True
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 0.5)
+            await self._drain()
+        finally:
+            starting.cancel()
+            await app.stop()  # commits what was acked
+            if self._on_stop is not None:
+                await self._on_stop()
+            log.info(f"{self.name}_stopped", **vars(self.stats))
+
+    async def _on_ready(self) -> None:
+        log.info(
+            "worker_started",
+            worker=self.name,
+            group=self.group_id,
+            topic=self._requests_topic,
+            concurrency=self.concurrency,
+        )
+
+    async def _on_revoked(self, _sender: Any, revoked: set[Any], **_kwargs: Any) -> None:
+        self._acks.forget(revoked)
+
+    async def _drain(self) -> None:
+        """Stop taking records and give the running calls time to finish and be acked."""
+        self._draining = True
+        if self._tasks:
+            log.info(f"{self.name}_draining", in_flight=len(self._tasks))
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=self._drain_timeout_s)
+            for task in pending:
+                task.cancel()
+
+    def _fatal(self, exc: BaseException) -> None:
+        # Without its result produced a record must not be acked; stopping hands it (and
+        # everything after it) to the next incarnation or group member.
+        self.stats.failed = True
+        log.error(f"{self.name}_failed", error=repr(exc))
+        if self._stopping is not None:
+            self._stopping.set()
+
+    # -- consuming -------------------------------------------------------------------------
+
+    async def _consume(self, stream: Any) -> None:
+        assert self._slots is not None
+        async for event in stream.noack().events():
+            if self._draining:
+                continue  # left unacked: redelivered after the restart
+            await self._slots.acquire()
+            message = event.message
+            self._acks.start(message.tp, message.offset, event)
+            task = asyncio.create_task(self._process(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, event: Any) -> None:
+        assert self._slots is not None
+        message = event.message
+        self.stats.consumed += 1
+        try:
+            try:
+                request = await asyncio.to_thread(self._decode, message)
+            except _Rejected as rejected:
+                await self._dead_letter(message, rejected)
+            else:
+                result = await self._handle(request)
+                await self._send(result)
+                self.stats.results += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fatal(exc)
+            return
+        finally:
+            self._slots.release()
+        for ready in self._acks.finish(message.tp, message.offset):
+            ready.ack()
+
+    def _decode(self, message: Any) -> Event:
+        try:
+            record = self.serde.decode(message.topic, message.value)
+        except DecodeError as exc:
+            raise _Rejected(exc.error_class, str(exc)) from exc
+        if not isinstance(record, self.request_type):
+            raise _Rejected(
+                "wrong_topic", f"{type(record).__name__} does not belong on {message.topic}"
+            )
+        assert isinstance(record, Event)
+        key = message.key.decode("utf-8", "replace") if message.key is not None else None
+        if key != record.envelope.agent_id:
+            raise _Rejected(
+                "key_mismatch" if key else "missing_key",
+                f"key {key!r} must be the agent_id {record.envelope.agent_id!r}",
+                record,
+            )
+        return record
+
+    async def _send(self, result: Event) -> None:
+        topic = self.settings.topic(topic_for(type(result)).name)
+        value = await asyncio.to_thread(self.serde.encode, topic, result)
+        await self._app.producer.send_and_wait(
+            topic, result.envelope.agent_id.encode(), value, None, None, None
+        )
+
+    async def _dead_letter(self, message: Any, rejected: _Rejected) -> None:
+        headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in message.headers]
+        letter = DeadLetter(
+            dead_letter_id=dlq.dead_letter_id(message.topic, message.partition, message.offset),
+            original_topic=message.topic,
+            original_partition=message.partition,
+            original_offset=message.offset,
+            original_key=message.key,
+            original_value=message.value,
+            original_headers=[RecordHeader(key=k, value=v) for k, v in headers],
+            reason=str(rejected)[:2000],
+            error_class=rejected.error_class,
+            agent_id=rejected.event.envelope.agent_id if rejected.event else None,
+            event_id=rejected.event.envelope.event_id if rejected.event else None,
+            failed_at=datetime.now(UTC),
+            source=self.name,
+        )
+        log.warning(
+            "dead_letter",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            error_class=rejected.error_class,
+            reason=str(rejected),
+        )
+        value = await asyncio.to_thread(self.serde.encode, self._dlq_topic, letter)
+        await self._app.producer.send_and_wait(
+            self._dlq_topic, message.key, value, None, None, dlq.headers_for(letter)
+        )
+        self.stats.dead_lettered += 1

@@ -1,0 +1,34 @@
+"""Envelopes of the events workers send back, with ids derived from the request.
+
+A request delivered twice (a worker crash before its offset was committed, a processor re-sending
+its outbox) yields a result with the same event id, which the processor then dedupes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from agentstream.processors.ids import derived_id
+from agentstream.schemas.events import Envelope, Event
+
+
+def result_event_id(call_id: str, purpose: str) -> str:
+    return derived_id(call_id, purpose)
+
+
+def result_envelope(
+    request: Event, *, call_id: str, purpose: str, source: str, now: datetime | None = None
+) -> Envelope:
+    cause = request.envelope
+    return Envelope(
+        event_id=result_event_id(call_id, purpose),
+        agent_id=cause.agent_id,
+        tenant_id=cause.tenant_id,
+        run_id=cause.run_id,
+        correlation_id=cause.correlation_id,
+        causation_id=cause.event_id,
+        # The worker's clock, not the request's: the state machine checks run deadlines and
+        # approval expiries against it.
+        occurred_at=now or datetime.now(UTC),
+        source=source,
+    )

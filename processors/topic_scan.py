@@ -1,0 +1,95 @@
+"""Read whole topics to their current end, for commands that need a snapshot of them (the
+approvals inbox until the PostgreSQL projections serve it)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from agentstream.schemas.errors import ServiceUnavailableError
+from agentstream.schemas.events import AvroRecord
+from agentstream.streams.serde import DecodeError, EventSerde
+from agentstream.streams.settings import Settings
+from agentstream.streams.topics import TopicSpec
+
+
+@dataclass(frozen=True)
+class Scanned:
+    record: AvroRecord
+    topic: str
+    partition: int
+    offset: int
+
+
+def _ends(
+    consumer: Consumer, settings: Settings, specs: Sequence[TopicSpec], timeout: float
+) -> dict[tuple[str, int], int]:
+    """The end offset of every non-empty partition of the topics."""
+    ends: dict[tuple[str, int], int] = {}
+    try:
+        metadata = consumer.list_topics(timeout=timeout)
+        for spec in specs:
+            topic = settings.topic(spec.name)
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None:
+                continue
+            for partition in found.partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout
+                )
+                if high > low:
+                    ends[(topic, partition)] = high
+    except KafkaException as exc:
+        raise ServiceUnavailableError(f"cannot read the topics: {exc}") from exc
+    return ends
+
+
+def scan_topics(
+    settings: Settings, serde: EventSerde, specs: Sequence[TopicSpec], timeout: float = 30.0
+) -> list[Scanned]:
+    """Every decodable record of the topics up to their end as of the call (undecodable ones
+    are skipped: consumers of those topics dead-letter them)."""
+    consumer = Consumer(
+        {
+            **settings.kafka_config(),
+            "group.id": f"agentstream-scan-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        ends = _ends(consumer, settings, specs, timeout)
+        if not ends:
+            return []
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
+        found: list[Scanned] = []
+        deadline = time.monotonic() + timeout
+        while ends:
+            if time.monotonic() > deadline:
+                raise ServiceUnavailableError(f"could not read {sorted(ends)} to the end in time")
+            for msg in consumer.consume(5000, 0.5):
+                if msg.error() is not None:
+                    continue
+                topic, partition, offset = (
+                    msg.topic() or "",
+                    msg.partition() or 0,
+                    msg.offset() or 0,
+                )
+                try:
+                    found.append(
+                        Scanned(serde.decode(topic, msg.value()), topic, partition, offset)
+                    )
+                except DecodeError:
+                    continue
+            # Positions, not record offsets: a transaction marker can be a partition's last
+            # offset, and no record is ever delivered for it.
+            remaining = [TopicPartition(t, p) for t, p in ends]
+            for position in consumer.position(remaining):
+                if position.offset >= ends[(position.topic, position.partition)]:
+                    ends.pop((position.topic, position.partition), None)
+        return found
+    finally:
+        consumer.close()

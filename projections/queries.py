@@ -1,0 +1,263 @@
+"""Read-model queries: an agent's timeline, pending approvals, runs by status, and the state of
+an agent at a point in time, folded from its audit events by the processor's own state machine.
+
+Every function takes a connection from :func:`agentstream.projections.database.connect`, whose
+search path selects the projection schema. The same SQL is documented in projections/README.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+
+import psycopg
+from psycopg.rows import class_row
+
+from agentstream.processors.machine import fold
+from agentstream.processors.spec import AgentSpec
+from agentstream.processors.state import AgentState
+from agentstream.projections.audit import event_from_payload
+from agentstream.projections.database import offsets_of
+from agentstream.projections.replay import Queued, processor_order
+from agentstream.projections.writer import PROJECTION
+from agentstream.schemas.events import Event
+from agentstream.streams.topics import (
+    APPROVAL_DECISIONS,
+    APPROVAL_REQUESTS,
+    INPUTS,
+    MODEL_CALLS,
+    MODEL_RESULTS,
+    OUTCOMES,
+    TOOL_CALLS,
+    TOOL_RESULTS,
+    TopicSpec,
+)
+
+Connection = psycopg.Connection[tuple[object, ...]]
+#: Next offset per (physical topic, partition), as stored in ``projection_offsets``.
+Position = Mapping[tuple[str, int], int]
+RunStatus = Literal["running", "completed", "failed"]
+
+#: What the processor consumes, in its subscription order (ties in event time follow it).
+_PROCESSOR_INPUTS: tuple[TopicSpec, ...] = (INPUTS, MODEL_RESULTS, TOOL_RESULTS, APPROVAL_DECISIONS)
+_INPUT_TYPES = sorted({t.__name__ for spec in _PROCESSOR_INPUTS for t in spec.value_types})
+_OUTPUT_TYPES = sorted(
+    {
+        t.__name__
+        for spec in (MODEL_CALLS, TOOL_CALLS, APPROVAL_REQUESTS, OUTCOMES)
+        for t in spec.value_types
+    }
+)
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    agent_id: str
+    tenant_id: str
+    status: str
+    active_run_id: str | None
+    events: int
+    runs_completed: int
+    runs_failed: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    first_event_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    event_id: str
+    type: str
+    occurred_at: datetime
+    run_id: str | None
+    call_id: str | None
+    source: str
+    topic: str
+    partition: int
+    offset: int
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    call_id: str
+    agent_id: str
+    tenant_id: str
+    run_id: str | None
+    tool: str | None
+    arguments: Any
+    arguments_hash: str | None
+    requested_at: datetime | None
+    deadline: datetime | None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    agent_id: str
+    tenant_id: str
+    status: str
+    input_text: str | None
+    output: str | None
+    failure_reason: str | None
+    error_class: str | None
+    steps: int
+    tool_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: int | None
+
+
+AGENT_SQL = """
+SELECT agent_id, tenant_id, status, active_run_id, events, runs_completed, runs_failed,
+       prompt_tokens, completion_tokens, total_tokens, first_event_at, updated_at
+FROM agents WHERE agent_id = %(agent_id)s
+"""
+
+TIMELINE_SQL = """
+SELECT event_id, type, occurred_at, run_id, call_id, source, topic, "partition", "offset", payload
+FROM agent_events
+WHERE agent_id = %(agent_id)s AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s)
+ORDER BY occurred_at, topic, "partition", "offset"
+LIMIT %(limit)s
+"""
+
+PENDING_APPROVALS_SQL = """
+SELECT call_id, agent_id, tenant_id, run_id, tool, arguments, arguments_hash, requested_at,
+       deadline
+FROM approvals
+WHERE status = 'pending' AND requested_at IS NOT NULL
+  AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s)
+ORDER BY requested_at, call_id
+LIMIT %(limit)s
+"""
+
+RUNS_BY_STATUS_SQL = """
+SELECT run_id, agent_id, tenant_id, status, input_text, output, failure_reason, error_class,
+       steps, tool_calls, prompt_tokens, completion_tokens, started_at, finished_at, duration_ms
+FROM runs
+WHERE status = %(status)s
+  AND (%(agent_id)s::text IS NULL OR agent_id = %(agent_id)s)
+  AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s)
+ORDER BY started_at DESC, run_id
+LIMIT %(limit)s
+"""
+
+CAUSED_SQL = """
+SELECT causation_id, event_id FROM agent_events
+WHERE agent_id = %(agent_id)s AND type = ANY(%(types)s) AND causation_id IS NOT NULL
+"""
+
+FOLD_EVENTS_SQL = """
+SELECT topic, "partition", "offset", occurred_at, type, payload
+FROM agent_events
+WHERE agent_id = %(agent_id)s AND type = ANY(%(types)s)
+  AND (%(at)s::timestamptz IS NULL OR occurred_at <= %(at)s)
+ORDER BY topic, "partition", "offset"
+"""
+
+
+def get_agent(conn: Connection, agent_id: str) -> AgentRow | None:
+    with conn.cursor(row_factory=class_row(AgentRow)) as cur:
+        return cur.execute(AGENT_SQL, {"agent_id": agent_id}).fetchone()
+
+
+def agent_timeline(
+    conn: Connection, agent_id: str, *, run_id: str | None = None, limit: int = 10_000
+) -> list[TimelineEntry]:
+    """Every audit event of an agent (or of one of its runs) in event time."""
+    with conn.cursor(row_factory=class_row(TimelineEntry)) as cur:
+        params = {"agent_id": agent_id, "run_id": run_id, "limit": limit}
+        return cur.execute(TIMELINE_SQL, params).fetchall()
+
+
+def pending_approvals(
+    conn: Connection, *, tenant_id: str | None = None, limit: int = 100
+) -> list[PendingApproval]:
+    """The approvals inbox: requests nobody decided yet, oldest first."""
+    with conn.cursor(row_factory=class_row(PendingApproval)) as cur:
+        params = {"tenant_id": tenant_id, "limit": limit}
+        return cur.execute(PENDING_APPROVALS_SQL, params).fetchall()
+
+
+def runs_by_status(
+    conn: Connection,
+    status: RunStatus,
+    *,
+    agent_id: str | None = None,
+    tenant_id: str | None = None,
+    limit: int = 100,
+) -> list[RunRow]:
+    """Runs with ``status``, newest first."""
+    with conn.cursor(row_factory=class_row(RunRow)) as cur:
+        params = {"status": status, "agent_id": agent_id, "tenant_id": tenant_id, "limit": limit}
+        return cur.execute(RUNS_BY_STATUS_SQL, params).fetchall()
+
+
+def projection_position(
+    conn: Connection, projection: str = PROJECTION
+) -> dict[tuple[str, int], int]:
+    """Where the projection stands: the next offset of every topic partition it consumed."""
+    rows = conn.execute(
+        'SELECT topic, "partition", next_offset FROM projection_offsets WHERE projection = %s',
+        (projection,),
+    ).fetchall()
+    return offsets_of(rows)
+
+
+def fold_events(
+    conn: Connection,
+    agent_id: str,
+    spec: AgentSpec,
+    *,
+    at: datetime | None = None,
+    position: Position | None = None,
+) -> list[Event]:
+    """The agent's processor inputs up to a point in time, in the order the processor applied
+    them (see :mod:`agentstream.projections.replay`). ``at`` keeps events that occurred no later
+    than it; ``position`` keeps events below those offsets (a partition it does not name
+    contributes nothing)."""
+    streams: dict[tuple[str, int], list[Queued]] = {}
+    params = {"agent_id": agent_id, "types": _INPUT_TYPES, "at": at}
+    for topic, partition, offset, occurred_at, type_name, payload in conn.execute(
+        FOLD_EVENTS_SQL, params
+    ).fetchall():
+        key = (cast(str, topic), cast(int, partition))
+        if position is not None and cast(int, offset) >= position.get(key, 0):
+            continue
+        assert isinstance(occurred_at, datetime) and isinstance(payload, dict)
+        event = event_from_payload(cast(str, type_name), payload)
+        streams.setdefault(key, []).append(Queued(occurred_at, _rank(key[0]), event))
+    # Outputs are facts about the order whatever the cut: all of them are used.
+    caused: dict[str, set[str]] = {}
+    outputs = conn.execute(CAUSED_SQL, {"agent_id": agent_id, "types": _OUTPUT_TYPES})
+    for causation_id, event_id in outputs.fetchall():
+        caused.setdefault(cast(str, causation_id), set()).add(cast(str, event_id))
+    frozen = {cause: frozenset(ids) for cause, ids in caused.items()}
+    return processor_order([streams[k] for k in sorted(streams)], frozen, spec)
+
+
+def agent_state_at(
+    conn: Connection,
+    agent_id: str,
+    spec: AgentSpec,
+    *,
+    at: datetime | None = None,
+    position: Position | None = None,
+) -> AgentState | None:
+    """The agent's state at a point in time (see :func:`fold_events`), computed by the same pure
+    ``fold`` the processor uses; None if it had no input by then."""
+    return fold(fold_events(conn, agent_id, spec, at=at, position=position), spec)
+
+
+def _rank(topic: str) -> int:
+    for rank, spec in enumerate(_PROCESSOR_INPUTS):
+        if topic.endswith(spec.name):
+            return rank
+    return len(_PROCESSOR_INPUTS)

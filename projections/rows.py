@@ -1,0 +1,622 @@
+"""Pure mapping from agent events to read-model rows: no I/O, no clock.
+
+A batch of events becomes one *delta* per touched agent, run, tool call and approval. A delta
+folds the batch's events in consumption order; the SQL upserts (:mod:`.statements`) merge a delta
+into the stored row with the same rule as :meth:`merge` here. Every rule is associative and only
+"first one wins" for values that come from a single topic partition (whose order is fixed), so the
+tables do not depend on where batches begin and end, nor on how the broker interleaves topics.
+``tests/unit/test_projection_rows.py`` checks exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from agentstream.projections.audit import SourcedEvent
+from agentstream.projections.sanitize import jsonb_text
+from agentstream.schemas.events import (
+    AgentInput,
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalGranted,
+    ApprovalRequested,
+    Event,
+    ModelCallCompleted,
+    ModelCallRequested,
+    RunCompleted,
+    RunFailed,
+    ToolCallCompleted,
+    ToolCallFailed,
+    ToolCallRequested,
+)
+
+RunStatus = Literal["running", "completed", "failed"]
+
+# isinstance() with these tuples: a union written inline (A | B) is built anew on every call,
+# which made isinstance the most expensive thing in folding a batch.
+_OUTCOMES = (RunCompleted, RunFailed)
+_MACHINE_OUTPUTS = (
+    ModelCallRequested,
+    ToolCallRequested,
+    ApprovalRequested,
+    RunCompleted,
+    RunFailed,
+)
+_CALL_REQUESTS = (ApprovalRequested, ToolCallRequested)
+_TOOL_EVENTS = (ApprovalRequested, ToolCallRequested, ToolCallCompleted, ToolCallFailed)
+_APPROVAL_EVENTS = (ApprovalRequested, ApprovalGranted, ApprovalDenied, ApprovalExpired)
+DecisionKind = Literal["granted", "denied", "expired"]
+
+
+# -- agents ------------------------------------------------------------------------------------
+
+AGENT_COLUMNS = (
+    "agent_id",
+    "tenant_id",
+    "events",
+    "runs_completed",
+    "runs_failed",
+    "prompt_tokens",
+    "completion_tokens",
+    "first_event_at",
+    "updated_at",
+)
+
+
+@dataclass(slots=True)
+class AgentDelta:
+    """Counters of one agent: sums over events, the event-time range. Status and active run are
+    recomputed from ``runs`` and ``approvals`` after each batch."""
+
+    agent_id: str
+    tenant_id: str
+    first_event_at: datetime
+    updated_at: datetime
+    events: int = 0
+    runs_completed: int = 0
+    runs_failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @classmethod
+    def start(cls, event: Event) -> AgentDelta:
+        env = event.envelope
+        return cls(env.agent_id, env.tenant_id, env.occurred_at, env.occurred_at)
+
+    def add(self, event: Event) -> None:
+        at = event.envelope.occurred_at
+        self.events += 1
+        self.first_event_at = min(self.first_event_at, at)
+        self.updated_at = max(self.updated_at, at)
+        if isinstance(event, _OUTCOMES):
+            if isinstance(event, RunCompleted):
+                self.runs_completed += 1
+            else:
+                self.runs_failed += 1
+            self.prompt_tokens += event.usage.prompt_tokens
+            self.completion_tokens += event.usage.completion_tokens
+
+    def merge(self, later: AgentDelta) -> AgentDelta:
+        return AgentDelta(
+            self.agent_id,
+            self.tenant_id,
+            min(self.first_event_at, later.first_event_at),
+            max(self.updated_at, later.updated_at),
+            self.events + later.events,
+            self.runs_completed + later.runs_completed,
+            self.runs_failed + later.runs_failed,
+            self.prompt_tokens + later.prompt_tokens,
+            self.completion_tokens + later.completion_tokens,
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.agent_id,
+            self.tenant_id,
+            self.events,
+            self.runs_completed,
+            self.runs_failed,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.first_event_at,
+            self.updated_at,
+        )
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+RUN_COLUMNS = (
+    "run_id",
+    "agent_id",
+    "tenant_id",
+    "input_event_id",
+    "status",
+    "output",
+    "failure_reason",
+    "error_class",
+    "steps",
+    "tool_calls",
+    "prompt_tokens",
+    "completion_tokens",
+    "started_at",
+    "finished_at",
+)
+
+
+@dataclass(slots=True)
+class RunDelta:
+    """One run. While it runs, counters are tallies of what was seen (the highest step, tool call
+    intents and tokens of model results); its outcome event carries the authoritative counters
+    and replaces the tallies. The first outcome wins (a run has one; outcomes share a partition)."""
+
+    run_id: str
+    agent_id: str
+    tenant_id: str
+    input_event_id: str | None
+    started_at: datetime
+    status: RunStatus = "running"
+    output: str | None = None
+    failure_reason: str | None = None
+    error_class: str | None = None
+    steps: int = 0
+    tool_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finished_at: datetime | None = None
+
+    @classmethod
+    def start(cls, event: Event, run_id: str) -> RunDelta:
+        env = event.envelope
+        return cls(run_id, env.agent_id, env.tenant_id, None, env.occurred_at)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+    def add(self, event: Event) -> None:
+        env = event.envelope
+        # The run's correlation id is its input's event id. Only the state machine's own outputs
+        # are trusted to carry it (a worker or a person might not); the least one keeps the
+        # merge independent of order even if they disagreed.
+        if isinstance(event, _MACHINE_OUTPUTS):
+            self.input_event_id = _least(self.input_event_id, env.correlation_id)
+        self.started_at = min(self.started_at, env.occurred_at)
+        if isinstance(event, _OUTCOMES):
+            self.started_at = min(self.started_at, event.started_at)
+            if not self.finished:
+                self._finish(event)
+            return
+        if self.finished:
+            return
+        if isinstance(event, ModelCallRequested):
+            self.steps = max(self.steps, event.step)
+        elif isinstance(event, ModelCallCompleted):
+            self.tool_calls += len(event.tool_calls)
+            self.prompt_tokens += event.usage.prompt_tokens
+            self.completion_tokens += event.usage.completion_tokens
+
+    def _finish(self, event: RunCompleted | RunFailed) -> None:
+        if isinstance(event, RunCompleted):
+            self.status, self.output = "completed", event.output
+        else:
+            self.status = "failed"
+            self.failure_reason, self.error_class = event.reason, event.error_class
+        self.steps, self.tool_calls = event.steps, event.tool_calls
+        self.prompt_tokens = event.usage.prompt_tokens
+        self.completion_tokens = event.usage.completion_tokens
+        self.finished_at = event.envelope.occurred_at
+
+    def merge(self, later: RunDelta) -> RunDelta:
+        if self.finished:
+            base = self
+        elif later.finished:
+            base = later
+        else:
+            base = RunDelta(
+                self.run_id,
+                self.agent_id,
+                self.tenant_id,
+                self.input_event_id,
+                self.started_at,
+                steps=max(self.steps, later.steps),
+                tool_calls=self.tool_calls + later.tool_calls,
+                prompt_tokens=self.prompt_tokens + later.prompt_tokens,
+                completion_tokens=self.completion_tokens + later.completion_tokens,
+            )
+        return RunDelta(
+            self.run_id,
+            self.agent_id,
+            self.tenant_id,
+            _least(self.input_event_id, later.input_event_id),
+            min(self.started_at, later.started_at),
+            base.status,
+            base.output,
+            base.failure_reason,
+            base.error_class,
+            base.steps,
+            base.tool_calls,
+            base.prompt_tokens,
+            base.completion_tokens,
+            base.finished_at,
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.run_id,
+            self.agent_id,
+            self.tenant_id,
+            self.input_event_id,
+            self.status,
+            self.output,
+            self.failure_reason,
+            self.error_class,
+            self.steps,
+            self.tool_calls,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.started_at,
+            self.finished_at,
+        )
+
+
+# -- tool calls --------------------------------------------------------------------------------
+
+
+def tool_call_status(result_status: str | None, approval: str | None, requested: bool) -> str:
+    """Mirror of the SQL function ``tool_call_status`` (0002_read_models.sql)."""
+    if result_status is not None:
+        return result_status
+    if approval in ("denied", "expired"):
+        return approval
+    if requested or approval == "granted":
+        return "requested"
+    return "awaiting_approval"
+
+
+TOOL_CALL_COLUMNS = (
+    "call_id",
+    "agent_id",
+    "tenant_id",
+    "run_id",
+    "tool",
+    "arguments",
+    "arguments_hash",
+    "status",
+    "gated",
+    "requested",
+    "result_status",
+    "attempts",
+    "latency_ms",
+    "result",
+    "error_class",
+    "error_message",
+    "timeout_ms",
+    "max_attempts",
+    "requested_at",
+    "finished_at",
+)
+
+_ToolEvent = ApprovalRequested | ToolCallRequested | ToolCallCompleted | ToolCallFailed
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """One call of the ledger. Its first result wins (results share the tool-results partition);
+    the approval's decision is copied from ``approvals`` after each batch."""
+
+    call_id: str
+    agent_id: str
+    tenant_id: str
+    run_id: str | None
+    tool: str
+    arguments: str | None = None
+    arguments_hash: str | None = None
+    gated: bool = False
+    requested: bool = False
+    result_status: Literal["completed", "failed"] | None = None
+    attempts: int | None = None
+    latency_ms: int | None = None
+    result: str | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    timeout_ms: int | None = None
+    max_attempts: int | None = None
+    requested_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def start(cls, event: _ToolEvent) -> ToolCallDelta:
+        env = event.envelope
+        return cls(event.call_id, env.agent_id, env.tenant_id, env.run_id, event.tool)
+
+    @property
+    def status(self) -> str:
+        return tool_call_status(self.result_status, None, self.requested)
+
+    def add(self, event: _ToolEvent) -> None:
+        at = event.envelope.occurred_at
+        if self.run_id is None:
+            self.run_id = event.envelope.run_id
+        if isinstance(event, _CALL_REQUESTS):
+            if self.arguments is None:
+                self.arguments = jsonb_text(event.arguments_json)
+                self.arguments_hash = event.arguments_hash
+            self.requested_at = _earliest(self.requested_at, at)
+            if isinstance(event, ApprovalRequested):
+                self.gated = True
+            else:
+                self.requested = True
+                if self.timeout_ms is None:
+                    self.timeout_ms, self.max_attempts = event.timeout_ms, event.max_attempts
+        elif self.result_status is None:
+            self.attempts, self.latency_ms = event.attempts, event.latency_ms
+            self.finished_at = at
+            if isinstance(event, ToolCallCompleted):
+                self.result_status, self.result = "completed", jsonb_text(event.result_json)
+            else:
+                self.result_status = "failed"
+                self.error_class, self.error_message = event.error_class, event.error_message
+
+    def merge(self, later: ToolCallDelta) -> ToolCallDelta:
+        result = self if self.result_status is not None else later
+        return ToolCallDelta(
+            self.call_id,
+            self.agent_id,
+            self.tenant_id,
+            self.run_id if self.run_id is not None else later.run_id,
+            self.tool,
+            self.arguments if self.arguments is not None else later.arguments,
+            self.arguments_hash if self.arguments_hash is not None else later.arguments_hash,
+            self.gated or later.gated,
+            self.requested or later.requested,
+            result.result_status,
+            result.attempts,
+            result.latency_ms,
+            result.result,
+            result.error_class,
+            result.error_message,
+            self.timeout_ms if self.timeout_ms is not None else later.timeout_ms,
+            self.max_attempts if self.max_attempts is not None else later.max_attempts,
+            _earliest(self.requested_at, later.requested_at),
+            result.finished_at,
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.call_id,
+            self.agent_id,
+            self.tenant_id,
+            self.run_id,
+            self.tool,
+            self.arguments,
+            self.arguments_hash,
+            self.status,
+            self.gated,
+            self.requested,
+            self.result_status,
+            self.attempts,
+            self.latency_ms,
+            self.result,
+            self.error_class,
+            self.error_message,
+            self.timeout_ms,
+            self.max_attempts,
+            self.requested_at,
+            self.finished_at,
+        )
+
+
+# -- approvals ---------------------------------------------------------------------------------
+
+APPROVAL_COLUMNS = (
+    "call_id",
+    "agent_id",
+    "tenant_id",
+    "run_id",
+    "tool",
+    "arguments",
+    "arguments_hash",
+    "requested_at",
+    "deadline",
+    "decisions",
+)
+
+_Decision = ApprovalGranted | ApprovalDenied | ApprovalExpired
+_ApprovalEvent = ApprovalRequested | ApprovalGranted | ApprovalDenied | ApprovalExpired
+_DECISION_KIND: dict[type[Event], DecisionKind] = {
+    ApprovalGranted: "granted",
+    ApprovalDenied: "denied",
+    ApprovalExpired: "expired",
+}
+
+
+def decision_record(event: _Decision) -> dict[str, Any]:
+    """What ``approvals.decisions`` keeps of one decision event."""
+    env = event.envelope
+    return {
+        "event_id": env.event_id,
+        "kind": _DECISION_KIND[type(event)],
+        "arguments_hash": event.arguments_hash,
+        "approver": getattr(event, "approver", None),
+        "comment": getattr(event, "comment", None),
+        "occurred_at": env.occurred_at.isoformat(),
+    }
+
+
+@dataclass(slots=True)
+class ApprovalDelta:
+    """One gated call: its request, and every decision seen for it in topic order. Which
+    decision is effective is decided in SQL once the request is known (see 0002_read_models.sql)."""
+
+    call_id: str
+    agent_id: str
+    tenant_id: str
+    run_id: str | None
+    tool: str | None = None
+    arguments: str | None = None
+    arguments_hash: str | None = None
+    requested_at: datetime | None = None
+    deadline: datetime | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, event: _ApprovalEvent) -> ApprovalDelta:
+        env = event.envelope
+        return cls(event.call_id, env.agent_id, env.tenant_id, env.run_id)
+
+    def add(self, event: _ApprovalEvent) -> None:
+        if self.run_id is None:
+            self.run_id = event.envelope.run_id
+        if isinstance(event, ApprovalRequested):
+            if self.arguments_hash is None:
+                self.tool = event.tool
+                self.arguments = jsonb_text(event.arguments_json)
+                self.arguments_hash = event.arguments_hash
+                self.requested_at = event.envelope.occurred_at
+                self.deadline = event.expires_at
+        else:
+            self.decisions.append(decision_record(event))
+
+    def merge(self, later: ApprovalDelta) -> ApprovalDelta:
+        request = self if self.arguments_hash is not None else later
+        return ApprovalDelta(
+            self.call_id,
+            self.agent_id,
+            self.tenant_id,
+            self.run_id if self.run_id is not None else later.run_id,
+            request.tool,
+            request.arguments,
+            request.arguments_hash,
+            request.requested_at,
+            request.deadline,
+            [*self.decisions, *later.decisions],
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.call_id,
+            self.agent_id,
+            self.tenant_id,
+            self.run_id,
+            self.tool,
+            self.arguments,
+            self.arguments_hash,
+            self.requested_at,
+            self.deadline,
+            json.dumps(self.decisions),
+        )
+
+
+# -- a batch -----------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchDeltas:
+    """Everything one batch of (new, deduplicated) events changes in the read models."""
+
+    agents: dict[str, AgentDelta] = field(default_factory=dict)
+    runs: dict[str, RunDelta] = field(default_factory=dict)
+    tool_calls: dict[str, ToolCallDelta] = field(default_factory=dict)
+    approvals: dict[str, ApprovalDelta] = field(default_factory=dict)
+    #: event ids of the batch's inputs: runs started by them may now learn their input text
+    inputs: list[str] = field(default_factory=list)
+
+    @classmethod
+    def collect(cls, events: list[Event]) -> BatchDeltas:
+        deltas = cls()
+        for event in events:
+            deltas.add(event)
+        return deltas
+
+    def add(self, event: Event) -> None:
+        env = event.envelope
+        agent = self.agents.get(env.agent_id)
+        if agent is None:
+            agent = self.agents[env.agent_id] = AgentDelta.start(event)
+        agent.add(event)
+        if isinstance(event, AgentInput):
+            self.inputs.append(env.event_id)
+            return
+        if env.run_id is not None:
+            run = self.runs.get(env.run_id)
+            if run is None:
+                run = self.runs[env.run_id] = RunDelta.start(event, env.run_id)
+            run.add(event)
+        if isinstance(event, _TOOL_EVENTS):
+            self._tool_call(event)
+        if isinstance(event, _APPROVAL_EVENTS):
+            self._approval(event)
+
+    def _tool_call(self, event: _ToolEvent) -> None:
+        call = self.tool_calls.get(event.call_id)
+        if call is None:
+            call = self.tool_calls[event.call_id] = ToolCallDelta.start(event)
+        call.add(event)
+
+    def _approval(self, event: _ApprovalEvent) -> None:
+        approval = self.approvals.get(event.call_id)
+        if approval is None:
+            approval = self.approvals[event.call_id] = ApprovalDelta.start(event)
+        approval.add(event)
+
+    def touched_calls(self) -> list[str]:
+        return sorted(self.tool_calls.keys() | self.approvals.keys())
+
+
+@dataclass(frozen=True)
+class BatchRows:
+    """Every row a list of new events writes: audit rows, and the deltas of each table sorted by
+    key (so that two writers touching the same rows lock them in the same order)."""
+
+    events: int
+    audit: list[tuple[Any, ...]]
+    agents: list[tuple[Any, ...]]
+    runs: list[tuple[Any, ...]]
+    tool_calls: list[tuple[Any, ...]]
+    approvals: list[tuple[Any, ...]]
+    inputs: list[tuple[Any, ...]]
+
+    @classmethod
+    def of(cls, events: list[SourcedEvent], *, audit: bool = True) -> BatchRows:
+        deltas = BatchDeltas.collect([e.event for e in events])
+        return cls(
+            len(events),
+            [e.audit_row() for e in events] if audit else [],
+            [deltas.agents[k].row() for k in sorted(deltas.agents)],
+            [deltas.runs[k].row() for k in sorted(deltas.runs)],
+            [deltas.tool_calls[k].row() for k in sorted(deltas.tool_calls)],
+            [deltas.approvals[k].row() for k in sorted(deltas.approvals)],
+            [(event_id,) for event_id in deltas.inputs],
+        )
+
+
+def first_of_each_event(events: list[SourcedEvent]) -> list[SourcedEvent]:
+    """The events in order, each event id once (its first occurrence)."""
+    seen: set[str] = set()
+    unique = []
+    for event in events:
+        event_id = event.event.envelope.event_id
+        if event_id not in seen:
+            seen.add(event_id)
+            unique.append(event)
+    return unique
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _least(a: str | None, b: str | None) -> str | None:
+    """min() that ignores None, like SQL's LEAST."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)

@@ -1,0 +1,301 @@
+"""The SQL of one projector batch. Every statement is set-based: one per table per batch.
+
+Audit rows are COPYed (straight into ``agent_events``; into a staging table when the batch may
+hold events stored before). The deltas of the other tables are COPYed into per-connection
+staging tables (temporary, emptied at commit), and each table gets one
+``INSERT ... SELECT ... ON CONFLICT`` from its staging table, all sent in one pipeline. Each upsert
+merges a batch's delta into the stored row with the same rule as the ``merge`` method of its delta
+class in :mod:`agentstream.projections.rows`.
+"""
+
+from __future__ import annotations
+
+from agentstream.projections.audit import AUDIT_COLUMNS
+from agentstream.projections.rows import (
+    AGENT_COLUMNS,
+    APPROVAL_COLUMNS,
+    RUN_COLUMNS,
+    TOOL_CALL_COLUMNS,
+)
+
+#: The SQL type of every staged column (a name has the same type in every table). JSON columns
+#: are staged as text and cast on the way in: a bad one fails the upsert, not the COPY.
+_TYPES = {
+    "event_id": "text",
+    "type": "text",
+    "agent_id": "text",
+    "tenant_id": "text",
+    "run_id": "text",
+    "call_id": "text",
+    "correlation_id": "text",
+    "causation_id": "text",
+    "occurred_at": "timestamptz",
+    "source": "text",
+    "schema_version": "int",
+    "topic": "text",
+    "partition": "int",
+    "offset": "bigint",
+    "payload": "jsonb",
+    "sanitized": "boolean",
+    "events": "bigint",
+    "runs_completed": "int",
+    "runs_failed": "int",
+    "prompt_tokens": "bigint",
+    "completion_tokens": "bigint",
+    "first_event_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "input_event_id": "text",
+    "status": "text",
+    "output": "text",
+    "failure_reason": "text",
+    "error_class": "text",
+    "steps": "int",
+    "tool_calls": "int",
+    "started_at": "timestamptz",
+    "finished_at": "timestamptz",
+    "tool": "text",
+    "arguments": "text",
+    "arguments_hash": "text",
+    "gated": "boolean",
+    "requested": "boolean",
+    "result_status": "text",
+    "attempts": "int",
+    "latency_ms": "int",
+    "result": "text",
+    "error_message": "text",
+    "timeout_ms": "int",
+    "max_attempts": "int",
+    "requested_at": "timestamptz",
+    "deadline": "timestamptz",
+    "decisions": "text",
+}
+_JSONB = {"arguments", "result", "decisions"}
+
+#: staging table -> its columns, in the order the rows module builds rows
+STAGING: dict[str, tuple[str, ...]] = {
+    "incoming_events": AUDIT_COLUMNS,
+    "incoming_agents": AGENT_COLUMNS,
+    "incoming_runs": RUN_COLUMNS,
+    "incoming_tool_calls": TOOL_CALL_COLUMNS,
+    "incoming_approvals": APPROVAL_COLUMNS,
+    "incoming_inputs": ("event_id",),
+    "incoming_refresh": ("agent_id",),
+}
+
+
+def _quoted(columns: tuple[str, ...]) -> str:
+    return ", ".join(f'"{c}"' for c in columns)
+
+
+def _selected(columns: tuple[str, ...]) -> str:
+    return ", ".join(f'"{c}"::jsonb' if c in _JSONB else f'"{c}"' for c in columns)
+
+
+def _create_staging(table: str, columns: tuple[str, ...]) -> str:
+    definitions = ", ".join(f'"{c}" {_TYPES[c]}' for c in columns)
+    return f"CREATE TEMP TABLE IF NOT EXISTS {table} ({definitions}) ON COMMIT DELETE ROWS"
+
+
+CREATE_STAGING = "; ".join(_create_staging(t, c) for t, c in STAGING.items())
+# Needed when one transaction writes several sub-batches (isolating refused rows).
+CLEAR_STAGING = "; ".join(f"DELETE FROM {t}" for t in STAGING)
+COPY = {t: f"COPY {t} ({_quoted(c)}) FROM STDIN" for t, c in STAGING.items()}
+COPY_EVENTS = f"COPY agent_events ({_quoted(AUDIT_COLUMNS)}) FROM STDIN"
+INSERT_STAGED_EVENTS = f"""
+INSERT INTO agent_events ({_quoted(AUDIT_COLUMNS)})
+SELECT {_quoted(AUDIT_COLUMNS)} FROM incoming_events
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+
+# Rows are created before they are locked, so that two projectors racing for a new partition
+# serialize on its row; sorted input keeps their lock order the same.
+CREATE_OFFSETS = """
+INSERT INTO projection_offsets (projection, topic, "partition", next_offset)
+SELECT %s, t, p, 0 FROM unnest(%s::text[], %s::int[]) AS u(t, p)
+ON CONFLICT DO NOTHING
+"""
+LOCK_OFFSETS = """
+SELECT topic, "partition", next_offset FROM projection_offsets
+WHERE projection = %s AND (topic, "partition") IN (SELECT * FROM unnest(%s::text[], %s::int[]))
+ORDER BY topic, "partition"
+FOR UPDATE
+"""
+READ_OFFSETS = """
+SELECT topic, "partition", next_offset FROM projection_offsets WHERE projection = %s
+"""
+STORE_OFFSETS = """
+UPDATE projection_offsets o SET next_offset = u.n, updated_at = now()
+FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, n)
+WHERE o.projection = %s AND o.topic = u.t AND o."partition" = u.p
+"""
+
+UPSERT_AGENTS = f"""
+INSERT INTO agents AS a ({_quoted(AGENT_COLUMNS)})
+SELECT * FROM incoming_agents
+ON CONFLICT (agent_id) DO UPDATE SET
+    events = a.events + EXCLUDED.events,
+    runs_completed = a.runs_completed + EXCLUDED.runs_completed,
+    runs_failed = a.runs_failed + EXCLUDED.runs_failed,
+    prompt_tokens = a.prompt_tokens + EXCLUDED.prompt_tokens,
+    completion_tokens = a.completion_tokens + EXCLUDED.completion_tokens,
+    first_event_at = LEAST(a.first_event_at, EXCLUDED.first_event_at),
+    updated_at = GREATEST(a.updated_at, EXCLUDED.updated_at)
+"""
+
+# A finished run keeps its outcome; a delta that finishes it replaces the running tallies.
+_KEEP = "CASE WHEN r.status <> 'running' THEN r.{c} ELSE EXCLUDED.{c} END"
+_TALLY = (
+    "CASE WHEN r.status <> 'running' THEN r.{c} WHEN EXCLUDED.status <> 'running' "
+    "THEN EXCLUDED.{c} ELSE {running} END"
+)
+_RUN_SUMS = {
+    c: _TALLY.format(c=c, running=f"r.{c} + EXCLUDED.{c}")
+    for c in ("tool_calls", "prompt_tokens", "completion_tokens")
+}
+# Runs that are new (no input text yet) or finished may change their agent's status: their
+# agents are noted for REFRESH_AGENTS, so it need not look at every agent of the batch.
+UPSERT_RUNS = f"""
+WITH upserted AS (
+    INSERT INTO runs AS r ({_quoted(RUN_COLUMNS)})
+    SELECT * FROM incoming_runs
+    ON CONFLICT (run_id) DO UPDATE SET
+        input_event_id = LEAST(r.input_event_id, EXCLUDED.input_event_id),
+        status = {_KEEP.format(c="status")},
+        output = {_KEEP.format(c="output")},
+        failure_reason = {_KEEP.format(c="failure_reason")},
+        error_class = {_KEEP.format(c="error_class")},
+        finished_at = {_KEEP.format(c="finished_at")},
+        steps = {_TALLY.format(c="steps", running="GREATEST(r.steps, EXCLUDED.steps)")},
+        tool_calls = {_RUN_SUMS["tool_calls"]},
+        prompt_tokens = {_RUN_SUMS["prompt_tokens"]},
+        completion_tokens = {_RUN_SUMS["completion_tokens"]},
+        started_at = LEAST(r.started_at, EXCLUDED.started_at)
+    RETURNING agent_id, input_text IS NULL OR status <> 'running' AS changed
+)
+INSERT INTO incoming_refresh (agent_id) SELECT agent_id FROM upserted WHERE changed
+"""
+
+# A run learns its input text from the input event, whichever of the two is projected first.
+FILL_NEW_RUN_INPUTS = """
+UPDATE runs r SET input_text = e.payload->>'text'
+FROM incoming_runs i, agent_events e
+WHERE r.run_id = i.run_id AND r.input_text IS NULL
+  AND e.event_id = r.input_event_id AND e.type = 'AgentInput'
+"""
+FILL_LATE_RUN_INPUTS = """
+UPDATE runs r SET input_text = e.payload->>'text'
+FROM incoming_inputs i, agent_events e
+WHERE r.input_event_id = i.event_id AND r.input_text IS NULL AND e.event_id = i.event_id
+"""
+
+# The first result wins: results of one call share the tool-results partition.
+_FIRST_RESULT = "CASE WHEN t.result_status IS NOT NULL THEN t.{c} ELSE EXCLUDED.{c} END"
+UPSERT_TOOL_CALLS = f"""
+INSERT INTO tool_calls AS t ({_quoted(TOOL_CALL_COLUMNS)})
+SELECT {_selected(TOOL_CALL_COLUMNS)} FROM incoming_tool_calls
+ON CONFLICT (call_id) DO UPDATE SET
+    run_id = COALESCE(t.run_id, EXCLUDED.run_id),
+    arguments = COALESCE(t.arguments, EXCLUDED.arguments),
+    arguments_hash = COALESCE(t.arguments_hash, EXCLUDED.arguments_hash),
+    gated = t.gated OR EXCLUDED.gated,
+    requested = t.requested OR EXCLUDED.requested,
+    result_status = COALESCE(t.result_status, EXCLUDED.result_status),
+    attempts = {_FIRST_RESULT.format(c="attempts")},
+    latency_ms = {_FIRST_RESULT.format(c="latency_ms")},
+    result = {_FIRST_RESULT.format(c="result")},
+    error_class = {_FIRST_RESULT.format(c="error_class")},
+    error_message = {_FIRST_RESULT.format(c="error_message")},
+    finished_at = {_FIRST_RESULT.format(c="finished_at")},
+    timeout_ms = COALESCE(t.timeout_ms, EXCLUDED.timeout_ms),
+    max_attempts = COALESCE(t.max_attempts, EXCLUDED.max_attempts),
+    requested_at = LEAST(t.requested_at, EXCLUDED.requested_at),
+    status = tool_call_status(
+        COALESCE(t.result_status, EXCLUDED.result_status),
+        t.approval,
+        t.requested OR EXCLUDED.requested
+    )
+"""
+
+# The request comes from one event; decisions append in topic order. 'pending' is provisional:
+# DECIDE_APPROVALS sets the effective status in the same transaction.
+UPSERT_APPROVALS = f"""
+INSERT INTO approvals AS a ({_quoted(APPROVAL_COLUMNS)}, status)
+SELECT {_selected(APPROVAL_COLUMNS)}, 'pending' FROM incoming_approvals
+ON CONFLICT (call_id) DO UPDATE SET
+    run_id = COALESCE(a.run_id, EXCLUDED.run_id),
+    tool = CASE WHEN a.arguments_hash IS NULL THEN EXCLUDED.tool ELSE a.tool END,
+    arguments = CASE WHEN a.arguments_hash IS NULL THEN EXCLUDED.arguments ELSE a.arguments END,
+    requested_at = CASE WHEN a.arguments_hash IS NULL
+                   THEN EXCLUDED.requested_at ELSE a.requested_at END,
+    deadline = CASE WHEN a.arguments_hash IS NULL THEN EXCLUDED.deadline ELSE a.deadline END,
+    arguments_hash = COALESCE(a.arguments_hash, EXCLUDED.arguments_hash),
+    decisions = a.decisions || EXCLUDED.decisions
+"""
+
+# The effective decision is the first one the state machine would accept: the arguments hash
+# matches, a grant or denial comes no later than the deadline, an expiry no earlier.
+DECIDE_APPROVALS = """
+UPDATE approvals a SET
+    status = COALESCE(d.kind, 'pending'),
+    approver = d.approver,
+    comment = d.comment,
+    decided_at = d.decided_at,
+    decision_event_id = d.event_id
+FROM (
+    SELECT x.call_id, first.*
+    FROM approvals x
+    LEFT JOIN LATERAL (
+        SELECT e->>'kind' AS kind, e->>'approver' AS approver, e->>'comment' AS comment,
+               (e->>'occurred_at')::timestamptz AS decided_at, e->>'event_id' AS event_id
+        FROM jsonb_array_elements(x.decisions) WITH ORDINALITY AS d(e, n)
+        WHERE (x.arguments_hash IS NULL OR e->>'arguments_hash' = x.arguments_hash)
+          AND (x.deadline IS NULL OR CASE WHEN e->>'kind' = 'expired'
+                   THEN (e->>'occurred_at')::timestamptz >= x.deadline
+                   ELSE (e->>'occurred_at')::timestamptz <= x.deadline END)
+        ORDER BY n
+        LIMIT 1
+    ) first ON true
+    WHERE x.call_id IN (SELECT call_id FROM incoming_approvals)
+) d
+WHERE a.call_id = d.call_id
+"""
+
+SYNC_TOOL_CALL_APPROVALS = """
+UPDATE tool_calls t SET
+    approval = a.status,
+    status = tool_call_status(t.result_status, a.status, t.requested)
+FROM approvals a
+WHERE a.call_id = t.call_id
+  AND t.call_id IN (
+      SELECT call_id FROM incoming_tool_calls UNION SELECT call_id FROM incoming_approvals
+  )
+  AND (t.approval IS DISTINCT FROM a.status
+       OR t.status <> tool_call_status(t.result_status, a.status, t.requested))
+"""
+
+# An agent is running while it has an unfinished run, awaiting approval while that run has a
+# pending approval, idle otherwise. Only agents whose runs or approvals changed are looked at.
+REFRESH_AGENTS = """
+UPDATE agents a SET status = s.status, active_run_id = s.run_id
+FROM (
+    SELECT u.agent_id, r.run_id,
+           CASE WHEN r.run_id IS NULL THEN 'idle'
+                WHEN EXISTS (
+                    SELECT 1 FROM approvals p WHERE p.run_id = r.run_id AND p.status = 'pending'
+                ) THEN 'awaiting_approval'
+                ELSE 'running'
+           END AS status
+    FROM (
+        SELECT agent_id FROM incoming_refresh UNION SELECT agent_id FROM incoming_approvals
+    ) u
+    LEFT JOIN LATERAL (
+        SELECT run_id FROM runs
+        WHERE runs.agent_id = u.agent_id AND runs.status = 'running'
+        ORDER BY started_at DESC, run_id DESC
+        LIMIT 1
+    ) r ON true
+) s
+WHERE a.agent_id = s.agent_id
+  AND (a.status <> s.status OR a.active_run_id IS DISTINCT FROM s.run_id)
+"""
