@@ -30,6 +30,7 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -180,6 +181,9 @@ class ProcessorEngine:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 6000,
                 "partition.assignment.strategy": "cooperative-sticky",
+                # librdkafka waits up to 500 ms for a fetch to fill; each agent step is a hop
+                # through the processor, so that wait would dominate a run's latency.
+                "fetch.wait.max.ms": 20,
                 # A static member that restarts gets its partitions back at once instead of
                 # after the session timeout.
                 **({"group.instance.id": instance_id} if instance_id else {}),
@@ -245,8 +249,12 @@ class ProcessorEngine:
         consumer.incremental_assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        consumer.incremental_unassign(partitions)
-        still = {tp.partition for tp in consumer.assignment()}
+        try:
+            consumer.incremental_unassign(partitions)
+            still = {tp.partition for tp in consumer.assignment()}
+        except KafkaException:
+            # While the consumer closes, librdkafka refuses these calls; all is revoked anyway.
+            still = set()
         for partition in {tp.partition for tp in partitions} - still:
             self._states.pop(partition, None)
         log.info("partitions_revoked", partitions=sorted({tp.partition for tp in partitions}))
