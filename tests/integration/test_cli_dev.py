@@ -59,7 +59,13 @@ def _read_line_matching(
 
 
 def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    return [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    alive = []
+    for proc in procs:
+        # a process may end between two questions; gone is gone
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+    return alive
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float = 20) -> list[psutil.Process]:
@@ -118,7 +124,8 @@ def test_dev_up_children_die_with_it_even_on_sigkill(tmp_path: Path) -> None:
     assert len(children) >= 2
     survivors = _wait_gone(children)
     for survivor in survivors:  # never leave them running, even when the assertion fails
-        survivor.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            survivor.kill()
     assert survivors == []
 
 
