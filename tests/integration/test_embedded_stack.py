@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 
@@ -28,7 +29,12 @@ def _process_tree(pids: list[int]) -> list[psutil.Process]:
 
 def _survivors(tree: list[psutil.Process]) -> list[psutil.Process]:
     # is_running() also compares creation times, so a recycled pid does not count.
-    return [proc for proc in tree if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE]
+    alive = []
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+    return alive
 
 
 def test_stack_serves_kafka_groups_and_postgres_then_leaves_nothing() -> None:
