@@ -527,8 +527,7 @@ def projections_rebuild(
     ] = True,
     batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 5000,
 ) -> None:
-    """Rebuild every read model from the topics into a shadow schema, compare it with the live
-    tables (checksums), and swap it in."""
+    """Rebuild the read models from the topics, check them against the live ones, swap."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from agentstream.projections.projector import tune_gc_for_batches
