@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -73,13 +74,19 @@ def projected_topics(settings: Settings) -> dict[str, TopicSpec]:
     return {settings.topic(spec.name): spec for spec in PROJECTED_TOPICS}
 
 
-def tune_gc_for_batches() -> None:
-    """For a process that runs a projector: a batch keeps thousands of short-lived objects alive,
-    and with the default thresholds the cyclic collector walks them, and everything imported,
-    many times per batch (measured: it more than doubled the cost of decoding an event). Events
-    form no reference cycles (refcounting frees them), so collect rarely and never the imports."""
+def tune_for_batches() -> None:
+    """For a process that runs a projector (or a rebuild).
+
+    A batch keeps thousands of short-lived objects alive, and with the default thresholds the
+    cyclic collector walks them, and everything imported, many times per batch (measured: it more
+    than doubled the cost of decoding an event). Events form no reference cycles (refcounting
+    frees them), so collect rarely and never the imports. And the writer thread, which waits on
+    PostgreSQL about ten times per batch, gets the interpreter back sooner from the decoding
+    thread with a 1 ms switch interval instead of 5 ms.
+    """
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    sys.setswitchinterval(0.001)
 
 
 @dataclass

@@ -494,7 +494,7 @@ def projections_run(
 ) -> None:
     """Run one projector until SIGTERM or Ctrl-C: every agent topic into PostgreSQL."""
     from agentstream.projections.migrate import migrate as apply_migrations
-    from agentstream.projections.projector import Backoff, Projector, tune_gc_for_batches
+    from agentstream.projections.projector import Backoff, Projector, tune_for_batches
 
     settings = load_settings()
     ensure_topics(settings)
@@ -509,7 +509,7 @@ def projections_run(
         backoff=Backoff(maximum=max_backoff),
     )
     projector.install_signal_handlers()
-    tune_gc_for_batches()
+    tune_for_batches()
     err.print(f"projector writing schema {schema!r} in group {group!r}; Ctrl-C stops it")
     stats = projector.run()
     err.print(
@@ -530,11 +530,11 @@ def projections_rebuild(
     """Rebuild the read models from the topics, check them against the live ones, swap."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from agentstream.projections.projector import tune_gc_for_batches
+    from agentstream.projections.projector import tune_for_batches
     from agentstream.projections.rebuild import rebuild
 
     settings = load_settings()
-    tune_gc_for_batches()
+    tune_for_batches()
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),

@@ -21,7 +21,7 @@ from histories import histories
 
 from agentstream.projections.database import connect
 from agentstream.projections.migrate import migrate
-from agentstream.projections.projector import Projector, tune_gc_for_batches
+from agentstream.projections.projector import Projector, tune_for_batches
 from agentstream.projections.queries import projection_position
 from agentstream.projections.rebuild import rebuild
 from agentstream.streams.producer import AgentStreamProducer
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=5000)
     args = parser.parse_args()
-    tune_gc_for_batches()
+    tune_for_batches()
     settings = load_settings()
     if settings.bootstrap_servers and settings.database_url and settings.schema_registry_url:
         measure(settings, args.events, args.batch_size)
