@@ -157,7 +157,9 @@ class ApprovalsClient:
             if isinstance(record, ApprovalRequested):
                 requests.setdefault(record.call_id, record)
             elif isinstance(record, ApprovalGranted | ApprovalDenied | ApprovalExpired):
-                decisions.setdefault(record.call_id, []).append(record)
+                # The processor drops a record keyed by another agent; so does the inbox.
+                if scanned.key == record.envelope.agent_id.encode():
+                    decisions.setdefault(record.call_id, []).append(record)
             elif isinstance(record, RunCompleted | RunFailed) and record.envelope.run_id:
                 ended.add(record.envelope.run_id)
         ordered = sorted(requests.values(), key=lambda r: r.envelope.occurred_at)
@@ -222,6 +224,9 @@ def _effective(request: ApprovalRequested, decisions: list[Event]) -> Event | No
         if not isinstance(decision, ApprovalGranted | ApprovalDenied | ApprovalExpired):
             continue
         if decision.arguments_hash != request.arguments_hash:
+            continue
+        ours, theirs = request.envelope, decision.envelope
+        if (ours.agent_id, ours.tenant_id) != (theirs.agent_id, theirs.tenant_id):
             continue
         at = decision.envelope.occurred_at
         if isinstance(decision, ApprovalExpired):

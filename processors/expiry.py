@@ -35,6 +35,8 @@ from agentstream.schemas.events import (
     RunCompleted,
     RunFailed,
 )
+from agentstream.streams import metrics
+from agentstream.streams.health import ASSIGNED, CAUGHT_UP, Readiness
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
@@ -77,6 +79,8 @@ class ApprovalTimer:
         self.group_id = group_id
         self.serde = serde or EventSerde(registry_client(settings.require_schema_registry_url()))
         self.stats = TimerStats()
+        # Caught up: every assigned partition replayed to its end on all three topics.
+        self.readiness = Readiness(ASSIGNED, CAUGHT_UP)
         self._tick_s = tick_s
         self._clock = clock
         self._stop = threading.Event()
@@ -131,6 +135,8 @@ class ApprovalTimer:
             self._partitions.setdefault(tp.partition, _Partition())
         consumer.assign(partitions)
         self.stats.assignments += 1
+        self.readiness.set(ASSIGNED, bool(self._partitions))
+        self.readiness.set(CAUGHT_UP, False)
         log.info(
             "timer_partitions_assigned", partitions=sorted({tp.partition for tp in partitions})
         )
@@ -164,6 +170,9 @@ class ApprovalTimer:
 
     def _fire(self, producer: AgentStreamProducer) -> None:
         now = self._clock()
+        self.readiness.set(
+            CAUGHT_UP, all(len(p.at_end) >= len(self._topics) for p in self._partitions.values())
+        )
         for number, partition in self._partitions.items():
             if len(partition.at_end) < len(self._topics):
                 continue  # still replaying: a decision may yet turn up
@@ -173,6 +182,7 @@ class ApprovalTimer:
                 producer.send(expire(request))
                 del partition.pending[request.call_id]
                 self.stats.expired += 1
+                metrics.APPROVALS_EXPIRED.inc()
                 log.info(
                     "approval_expired",
                     partition=number,

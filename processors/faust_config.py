@@ -9,7 +9,10 @@ hence 6 s. Values stay bytes (the ``raw`` codec): the Avro serde decodes them.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -70,6 +73,13 @@ def quiet_faust_logging(level: int = logging.WARNING) -> None:
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+def _data_root() -> Path:
+    # Faust makes only the last level of the directory (no parents) and hangs if that fails.
+    root = Path(tempfile.gettempdir()) / f"agentstream-faust-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    return root
+
+
 def worker_app(
     settings: Settings, app_id: str, *, instance_id: str | None = None, **overrides: Any
 ) -> Any:
@@ -96,6 +106,9 @@ def worker_app(
         "stream_wait_empty": False,
         "web_enabled": False,
         "table_standby_replicas": 0,
+        # Faust creates its data directory even without tables; by default in the current
+        # directory, which would litter wherever a user runs `agentstream demo`.
+        "datadir": str(_data_root() / "{conf.name}-data"),
     }
     options.update(overrides)
     app = faust.App(app_id, **options)

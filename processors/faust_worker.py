@@ -25,9 +25,12 @@ from typing import Any
 
 from agentstream.processors.faust_config import quiet_faust_logging, worker_app
 from agentstream.processors.offsets import InOrderAcks
+from agentstream.processors.results import encodable
+from agentstream.schemas.errors import SerializationError
 from agentstream.schemas.events import DeadLetter, Event, RecordHeader
-from agentstream.streams import dlq
-from agentstream.streams.logs import get_logger
+from agentstream.streams import dlq, metrics, tracing
+from agentstream.streams.health import ASSIGNED, Readiness
+from agentstream.streams.logs import bind_context, get_logger
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import DLQ, TopicSpec, topic_for
@@ -79,6 +82,8 @@ class FaustCallWorker:
         self.concurrency = concurrency
         self.serde = serde or EventSerde(registry_client(settings.require_schema_registry_url()))
         self.stats = WorkerStats()
+        # Stateless: ready once it holds partitions (lag is not exported for workers yet).
+        self.readiness = Readiness(ASSIGNED)
         self._handle = handle
         self._instance_id = instance_id
         self._drain_timeout_s = drain_timeout_s
@@ -133,6 +138,7 @@ class FaustCallWorker:
         app.agent(topic, name=f"{self.group_id}.requests")(self._consume)
         app.on_startup_finished = self._on_ready
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
         app.finalize()
         starting = asyncio.ensure_future(app.start())
         try:
@@ -162,6 +168,9 @@ class FaustCallWorker:
 
     async def _on_revoked(self, _sender: Any, revoked: set[Any], **_kwargs: Any) -> None:
         self._acks.forget(revoked)
+
+    async def _on_assigned(self, _sender: Any, assigned: set[Any], **_kwargs: Any) -> None:
+        self.readiness.set(ASSIGNED, bool(assigned))
 
     async def _drain(self) -> None:
         """Stop taking records and give the running calls time to finish and be acked."""
@@ -204,8 +213,16 @@ class FaustCallWorker:
             except _Rejected as rejected:
                 await self._dead_letter(message, rejected)
             else:
+                # The request's trace continues in its result; log lines of this call carry it.
+                parent = tracing.traceparent_of(message.headers) or tracing.derived_traceparent(
+                    request.envelope.correlation_id
+                )
+                bind_context(trace_id=tracing.trace_id_of(parent))
+                metrics.EVENTS_CONSUMED.labels(
+                    self.name, message.topic, type(request).__name__
+                ).inc()
                 result = await self._handle(request)
-                await self._send(result)
+                await self._send(result, tracing.child_span(type(result).__name__, parent))
                 self.stats.results += 1
         except asyncio.CancelledError:
             raise
@@ -236,24 +253,34 @@ class FaustCallWorker:
             )
         return record
 
-    async def _send(self, result: Event) -> None:
+    async def _send(self, result: Event, traceparent: bytes) -> None:
         topic = self.settings.topic(topic_for(type(result)).name)
-        value = await asyncio.to_thread(self.serde.encode, topic, result)
+        try:
+            value = await asyncio.to_thread(self.serde.encode, topic, result)
+        except SerializationError:
+            value = await asyncio.to_thread(self.serde.encode, topic, encodable(result))
         await self._app.producer.send_and_wait(
-            topic, result.envelope.agent_id.encode(), value, None, None, None
+            topic,
+            result.envelope.agent_id.encode(),
+            value,
+            None,
+            None,
+            [(tracing.TRACEPARENT, traceparent)],
         )
+        metrics.EVENTS_PRODUCED.labels(self.name, topic, type(result).__name__).inc()
 
     async def _dead_letter(self, message: Any, rejected: _Rejected) -> None:
         headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in message.headers]
+        value, reason = dlq.clipped(message.value, str(rejected))
         letter = DeadLetter(
             dead_letter_id=dlq.dead_letter_id(message.topic, message.partition, message.offset),
             original_topic=message.topic,
             original_partition=message.partition,
             original_offset=message.offset,
             original_key=message.key,
-            original_value=message.value,
+            original_value=value,
             original_headers=[RecordHeader(key=k, value=v) for k, v in headers],
-            reason=str(rejected)[:2000],
+            reason=reason,
             error_class=rejected.error_class,
             agent_id=rejected.event.envelope.agent_id if rejected.event else None,
             event_id=rejected.event.envelope.event_id if rejected.event else None,
@@ -272,4 +299,5 @@ class FaustCallWorker:
         await self._app.producer.send_and_wait(
             self._dlq_topic, message.key, value, None, None, dlq.headers_for(letter)
         )
+        metrics.DEAD_LETTERS.labels(self.name, rejected.error_class).inc()
         self.stats.dead_lettered += 1

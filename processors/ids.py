@@ -27,6 +27,8 @@ def arguments_hash(arguments_json: str) -> str:
     """sha256 of the canonical form of a tool call's arguments; approvals bind to it."""
     try:
         canonical = canonical_json(json.loads(arguments_json))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to parse
         canonical = arguments_json
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # surrogatepass: a JSON escape like "\ud800" decodes to a lone surrogate, which strict
+    # UTF-8 refuses; a hostile model's arguments must not crash the processor.
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()

@@ -345,6 +345,8 @@ def _argument_problem(arguments_json: str) -> str | None:
         arguments = json.loads(arguments_json)
     except ValueError as exc:
         return f"arguments are not valid JSON: {exc}"
+    except RecursionError:
+        return "arguments are nested too deeply"
     if not isinstance(arguments, dict):
         return "arguments must be a JSON object"
     return None

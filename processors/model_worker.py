@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,8 @@ from agentstream.processors.model_scripted import ScriptedModel
 from agentstream.processors.ratelimit import TokenBucket
 from agentstream.processors.spec import RetryPolicy
 from agentstream.schemas.errors import ConfigurationError
-from agentstream.schemas.events import Event, ModelCallRequested
+from agentstream.schemas.events import Event, ModelCallCompleted, ModelCallRequested
+from agentstream.streams import metrics
 from agentstream.streams.logs import get_logger
 from agentstream.streams.serde import EventSerde
 from agentstream.streams.settings import Settings
@@ -112,7 +114,24 @@ class ModelWorker:
 
     async def _handle(self, request: Event) -> Event:
         assert isinstance(request, ModelCallRequested)
+        started = time.perf_counter()
         result = await self.executor.execute(request)
+        metrics.observe_call(
+            "model",
+            result.provider,
+            type(result).__name__,
+            time.perf_counter() - started,
+            result.attempts,
+        )
+        metrics.set_breakers("model", self.breakers.states())
+        if isinstance(result, ModelCallCompleted):
+            envelope = request.envelope
+            metrics.count_tokens(
+                envelope.tenant_id,
+                envelope.agent_id,
+                result.usage.prompt_tokens,
+                result.usage.completion_tokens,
+            )
         log.info(
             "model_call_finished",
             call_id=request.call_id,

@@ -7,9 +7,13 @@ its outbox) yields a result with the same event id, which the processor then ded
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from agentstream.processors.ids import derived_id
 from agentstream.schemas.events import Envelope, Event
+
+E = TypeVar("E", bound=Event)
+_REPLACEMENT = "\ufffd"
 
 
 def result_event_id(call_id: str, purpose: str) -> str:
@@ -32,3 +36,24 @@ def result_envelope(
         occurred_at=now or datetime.now(UTC),
         source=source,
     )
+
+
+def _replace_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "".join(_REPLACEMENT if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+        return value
+    if isinstance(value, dict):
+        return {k: _replace_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    return value
+
+
+def encodable(result: E) -> E:
+    """``result`` with every lone surrogate replaced by U+FFFD. A model or tool can produce one
+    (from a JSON escape such as "\\ud800"), and UTF-8, so Avro, cannot carry it: sent as it
+    is, the result would stop the worker on every redelivery."""
+    return type(result).model_validate(_replace_surrogates(result.model_dump()))

@@ -45,4 +45,7 @@ def error_class(exc: BaseException) -> str:
 
 def error_message(exc: BaseException, limit: int = 1000) -> str:
     text = str(exc) or type(exc).__name__
+    # A lone surrogate (from JSON arguments like "\ud800") cannot be encoded as UTF-8, so it
+    # would make the failed-result event itself unsendable; show it escaped instead.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -163,6 +163,8 @@ class ToolExecutor:
             arguments = json.loads(request.arguments_json)
         except ValueError as exc:
             raise _Unusable(f"the arguments are not JSON: {exc}") from exc
+        except RecursionError:
+            raise _Unusable("the arguments are nested too deeply") from None
         if not isinstance(arguments, dict):
             raise _Unusable("the arguments must be a JSON object")
         return tool, arguments
@@ -199,6 +201,11 @@ class ToolExecutor:
     ) -> ToolResult:
         try:
             result_json = canonical_json(value)
+            if not result_json.isascii():
+                # A lone surrogate cannot go into an event (UTF-8); escaped it can.
+                result_json.encode("utf-8")
+        except UnicodeEncodeError:
+            result_json = json.dumps(value, sort_keys=True, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
             # The side effect happened: report, do not retry.
             return self._failed(request, attempts, exc, started)

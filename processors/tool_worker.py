@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from agentstream.processors.breaker import BreakerPolicy, BreakerRegistry
@@ -10,6 +11,7 @@ from agentstream.processors.spec import AgentSpec
 from agentstream.processors.tool_executor import ToolExecutor, tools_of
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.schemas.events import Event, ToolCallRequested
+from agentstream.streams import metrics
 from agentstream.streams.logs import get_logger
 from agentstream.streams.serde import EventSerde
 from agentstream.streams.settings import Settings
@@ -53,14 +55,20 @@ class ToolWorker:
 
     async def _handle(self, request: Event) -> Event:
         assert isinstance(request, ToolCallRequested)
+        started = time.perf_counter()
         result = await self.executor.execute(request)
+        outcome = type(result).__name__
+        metrics.observe_call(
+            "tool", request.tool, outcome, time.perf_counter() - started, result.attempts
+        )
+        metrics.set_breakers("tool", self.breakers.states())
         log.info(
             "tool_call_finished",
             tool=request.tool,
             call_id=request.call_id,
             agent_id=request.envelope.agent_id,
             run_id=request.envelope.run_id,
-            outcome=type(result).__name__,
+            outcome=outcome,
             attempts=result.attempts,
             latency_ms=result.latency_ms,
             breaker=self.breakers.states().get(request.tool),

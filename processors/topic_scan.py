@@ -23,6 +23,7 @@ class Scanned:
     topic: str
     partition: int
     offset: int
+    key: bytes | None = None
 
 
 def _ends(
@@ -80,7 +81,9 @@ def scan_topics(
                 )
                 try:
                     found.append(
-                        Scanned(serde.decode(topic, msg.value()), topic, partition, offset)
+                        Scanned(
+                            serde.decode(topic, msg.value()), topic, partition, offset, msg.key()
+                        )
                     )
                 except DecodeError:
                     continue

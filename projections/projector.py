@@ -19,11 +19,12 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -32,7 +33,9 @@ from agentstream.projections.database import DEFAULT_SCHEMA
 from agentstream.projections.intake import Intake, Prepared
 from agentstream.projections.writer import ApplyResult, BatchWriter, OffsetsMoved
 from agentstream.schemas.errors import AgentStreamError
+from agentstream.streams import metrics
 from agentstream.streams.dlq import DeadLetterSink
+from agentstream.streams.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.serde import EventSerde, registry_client
@@ -149,6 +152,7 @@ class Projector:
         self.poll_timeout = poll_timeout
         self.backoff = backoff or Backoff()
         self.stats = ProjectorStats()
+        self.readiness = Readiness(ASSIGNED, RESTORED, CAUGHT_UP)
         serde = serde or EventSerde(registry_client(settings.require_schema_registry_url()))
         self._specs = projected_topics(settings)
         self._producer = AgentStreamProducer(settings, serde)
@@ -170,6 +174,9 @@ class Projector:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 6000,
                 "partition.assignment.strategy": "cooperative-sticky",
+                # Lag per partition for /metrics and /readyz, parsed on the polling thread.
+                "statistics.interval.ms": 2000,
+                "stats_cb": metrics.lag_from_statistics("projector", self.readiness.update_lag),
                 # A static member that restarts gets its partitions back at once.
                 **({"group.instance.id": instance_id} if instance_id else {}),
             }
@@ -236,14 +243,23 @@ class Projector:
         self._finish_pending()
         if batch.positions:
             self._pending = self._db.submit(
-                self._writer.apply,
+                self._apply_timed,
                 batch,
                 dict(self._expected),
                 lambda refused: self._intake.dead_letter_unwritable(refused, prepared),
             )
 
+    def _apply_timed(self, *args: Any) -> ApplyResult:
+        """The writer's ``apply`` on the writer thread, timed for /metrics."""
+        started = time.perf_counter()
+        result = self._writer.apply(*args)
+        metrics.PROJECTOR_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.PROJECTOR_BATCH_EVENTS.observe(result.applied + result.duplicates + result.skipped)
+        return result
+
     def _prepare(self, messages: list[Message]) -> Prepared:
         prepared = Prepared()
+        tally: Counter[tuple[str, str]] = Counter()
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -254,9 +270,17 @@ class Projector:
                 continue  # revoked meanwhile: its stored offset says where to resume
             self.stats.consumed += 1
             try:
-                prepared.add(msg, self._intake.take(msg))
+                sourced = self._intake.take(msg)
+                prepared.add(msg, sourced)
             except AgentStreamError as exc:  # the registry or the DLQ: not the record's fault
                 raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+            tally[
+                (sourced.topic, type(sourced.event).__name__)
+                if sourced
+                else (msg.topic() or "", "undecodable")
+            ] += 1
+        if tally:
+            metrics.count_batch(metrics.EVENTS_CONSUMED, "projector", tally)
         return prepared
 
     def _finish_pending(self) -> None:
@@ -303,6 +327,7 @@ class Projector:
             log.warning("partitions_wait_for_database", count=len(keys), error=str(exc))
             self._run_db(self._writer.reset)
             self._awaiting |= keys
+            self.readiness.set(RESTORED, False)
             return
         self._assign(consumer, keys, stored)
 
@@ -311,6 +336,8 @@ class Projector:
         consumer.incremental_assign([TopicPartition(t, p, o) for (t, p), o in positions.items()])
         self._expected.update(positions)
         self._awaiting -= keys
+        self.readiness.set(ASSIGNED, bool(self._expected))
+        self.readiness.set(RESTORED, not self._awaiting)
         log.info("partitions_assigned", count=len(keys), from_offsets=sum(positions.values()))
 
     def _assign_awaiting(self) -> None:
@@ -329,6 +356,7 @@ class Projector:
         for key in keys:
             self._expected.pop(key, None)
         self._awaiting -= keys
+        self.readiness.set(ASSIGNED, bool(self._expected))
         log.info("partitions_revoked", count=len(keys))
 
     def _rewind(self, stored: dict[Key, int]) -> None:

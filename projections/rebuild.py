@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from psycopg import sql
 
 from agentstream.projections.checksums import TableChecksum, table_checksums
@@ -140,10 +140,24 @@ class _Shadow:
                 found[(topic, partition)] = (low, high)
         return found
 
-    def project(self, targets: dict[Key, int], on_progress: Progress | None, total: int) -> None:
+    def project(
+        self,
+        targets: dict[Key, int],
+        on_progress: Progress | None,
+        total: int,
+        *,
+        through_log_end: bool = False,
+    ) -> None:
         """Apply every record below ``targets`` (from the shadow's stored offsets on), and store
-        exactly the targets as the next offsets, also where the log ends in a gap."""
+        exactly the targets as the next offsets, also where the log ends in a gap.
+
+        With ``through_log_end`` the targets are high watermarks, and a partition is finished at
+        the end of its log (partition EOF) once its target is reached: the embedded broker
+        reports a high watermark that stops short of the last records of a multi-record batch,
+        and stopping there would leave them out of the rebuild. The stored next offset is then
+        the one after the last record applied, if that is past the target."""
         todo = {key: end for key, end in targets.items() if end > self.stored.get(key, 0)}
+        beyond: dict[Key, int] = {}
         for key in targets:
             self.stored.setdefault(key, 0)
         if not todo:
@@ -162,20 +176,16 @@ class _Shadow:
                 key = (msg.topic() or "", msg.partition() or 0)
                 if key not in todo or key in done:
                     continue
-                error = msg.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        done.add(key)
-                    continue
-                if (msg.offset() or 0) >= todo[key]:
-                    done.add(key)
-                    continue
-                self.records += 1
-                prepared.add(msg, self.intake.take(msg))
-                if (msg.offset() or 0) + 1 >= todo[key]:
+                apply, finished = _verdict(msg, todo[key], through_log_end)
+                if apply:
+                    self.records += 1
+                    prepared.add(msg, self.intake.take(msg))
+                    if (msg.offset() or 0) >= todo[key]:
+                        beyond[key] = (msg.offset() or 0) + 1
+                if finished:
                     done.add(key)
             for key in done:
-                prepared.batch.positions[key] = todo.pop(key)
+                prepared.batch.positions[key] = max(todo.pop(key), beyond.pop(key, 0))
             # as in the projector: the next batch is decoded while this one is written
             batch = prepared.batch.with_rows() if prepared.batch.events else prepared.batch
             self._finish(pending)
@@ -193,6 +203,19 @@ class _Shadow:
             result = pending.result()
             self.stored.update(result.positions)
             self.applied += result.applied
+
+
+def _verdict(msg: Message, end: int, through_log_end: bool) -> tuple[bool, bool]:
+    """For one consumed message of a partition to project up to ``end``: (apply the record,
+    the partition is finished)."""
+    offset = msg.offset() or 0
+    error = msg.error()
+    if error is not None:
+        eof = error.code() == KafkaError._PARTITION_EOF
+        return False, eof and (not through_log_end or offset >= end)
+    if through_log_end:
+        return True, False
+    return offset < end, offset + 1 >= end
 
 
 def rebuild(
@@ -218,7 +241,12 @@ def rebuild(
     try:
         ends = worker.ends()
         total = sum(high - low for low, high in ends.values())
-        worker.project({key: high for key, (_, high) in ends.items()}, on_progress, total)
+        worker.project(
+            {key: high for key, (_, high) in ends.items()},
+            on_progress,
+            total,
+            through_log_end=True,
+        )
         with connect(database_url, schema) as conn:
             live = _live_offsets(conn, schema)
             if live is not None:

@@ -53,7 +53,7 @@ def jsonb_text(raw: str | None) -> str | None:
         return None
     try:
         value = json.loads(raw, parse_constant=_reject_constant)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
         return json.dumps(strip_nul(raw))
     if _NUL_ESCAPE in raw:
         return json.dumps(strip_nul(value))

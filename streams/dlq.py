@@ -20,6 +20,19 @@ SOURCE = "agentstream.dlq.source"
 
 _DLQ_IDS = uuid.UUID("6f1d8d38-2f0e-4a44-9d0e-3c5b1f0c7a11")
 _MAX_REASON = 2000
+#: Bytes of the original value a dead letter keeps. A producer that raised its size limit can
+#: write a record larger than the DLQ accepts; whole, its dead letter would be refused and the
+#: consumer would stop on it at every restart.
+MAX_ORIGINAL_VALUE = 512 * 1024
+
+
+def clipped(value: bytes | None, reason: str) -> tuple[bytes | None, str]:
+    """The original value as a dead letter keeps it, and the reason (saying so if it was cut)."""
+    reason = reason[:_MAX_REASON]
+    if value is None or len(value) <= MAX_ORIGINAL_VALUE:
+        return value, reason
+    note = f" [original value of {len(value)} bytes cut to its first {MAX_ORIGINAL_VALUE}]"
+    return value[:MAX_ORIGINAL_VALUE], reason + note
 
 
 def dead_letter_id(topic: str, partition: int, offset: int) -> str:
@@ -61,7 +74,7 @@ class DeadLetterSink:
         agent_id: str | None = None,
         event_id: str | None = None,
     ) -> Delivery:
-        reason = reason[:_MAX_REASON]
+        value, reason = clipped(value, reason)
         letter = DeadLetter(
             dead_letter_id=dead_letter_id(topic, partition, offset),
             original_topic=topic,

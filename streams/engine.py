@@ -15,11 +15,13 @@ before the request the restored state knows of. Correctness never depends on tra
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,7 +50,8 @@ from agentstream.schemas.events import (
     OutboxRecord,
     RecordHeader,
 )
-from agentstream.streams import dlq
+from agentstream.streams import dlq, metrics, tracing
+from agentstream.streams.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import Headers, message_headers
 from agentstream.streams.serde import DecodeError, EventSerde
@@ -67,6 +70,19 @@ log = get_logger(__name__)
 
 #: Topics the processor consumes: everything that can advance an agent.
 PROCESSOR_INPUTS = (INPUTS, MODEL_RESULTS, TOOL_RESULTS, APPROVAL_DECISIONS)
+#: how long a processor asked to stop may take to finish its batch, leave its group and flush
+STOP_TIMEOUT_S = 20.0
+#: the exit status of a processor that had to give up on a clean stop (EX_TEMPFAIL)
+EXIT_STOP_TIMED_OUT = 75
+
+
+def _abandon_stop() -> None:
+    # Where it hung goes to stderr (the service's log) so a hang explains itself.
+    log.error("processor_stop_timed_out", seconds=STOP_TIMEOUT_S)
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(EXIT_STOP_TIMED_OUT)
+
+
 SpecResolver = Callable[[str], AgentSpec]
 
 
@@ -89,6 +105,10 @@ class _Batch:
     states: dict[str, tuple[AgentState, int]] = field(default_factory=dict)
     outboxes: dict[str, list[OutboxRecord]] = field(default_factory=dict)
     dead_letters: list[tuple[bytes | None, bytes, Headers]] = field(default_factory=list)
+    #: the traceparent of each outbox record, in the same order (headers stay out of the state)
+    traces: dict[str, list[bytes]] = field(default_factory=dict)
+    consumed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    produced: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass
@@ -147,9 +167,14 @@ class ProcessorEngine:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.stats = EngineStats()
+        self.readiness = Readiness(ASSIGNED, RESTORED, CAUGHT_UP)
+        self._traces = tracing.TraceMemory()
         self._stop = threading.Event()
         self._states: dict[int, dict[str, AgentState]] = {}
         self._input_topics = [settings.topic(t.name) for t in PROCESSOR_INPUTS]
+        # What each input topic may carry: a result on the inputs topic (say) is dead-lettered
+        # as the projector does, or the state and the read models would disagree about it.
+        self._carries = {settings.topic(t.name): t.value_types for t in PROCESSOR_INPUTS}
         self._state_topic = settings.topic(STATE.name)
         self._dlq_topic = settings.topic(DLQ.name)
         self._delivery_errors: list[str] = []
@@ -184,6 +209,9 @@ class ProcessorEngine:
                 # librdkafka waits up to 500 ms for a fetch to fill; each agent step is a hop
                 # through the processor, so that wait would dominate a run's latency.
                 "fetch.wait.max.ms": 20,
+                # Lag per partition for /metrics and /readyz, parsed on the polling thread.
+                "statistics.interval.ms": 2000,
+                "stats_cb": metrics.lag_from_statistics("processor", self.readiness.update_lag),
                 # A static member that restarts gets its partitions back at once instead of
                 # after the session timeout.
                 **({"group.instance.id": instance_id} if instance_id else {}),
@@ -193,11 +221,23 @@ class ProcessorEngine:
     # -- lifecycle -------------------------------------------------------------------------
 
     def stop(self) -> None:
+        """Finish the current batch, then close."""
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the processor; a process that has not stopped
+        ``STOP_TIMEOUT_S`` later exits anyway."""
+
         def handle(_signum: int, _frame: FrameType | None) -> None:
+            if self._stop.is_set():
+                return
             self.stop()
+            # librdkafka can block for good in a flush or in close (seen: an orphaned
+            # processor stuck in the revoke callback for an hour). Exiting without a clean
+            # close is as safe as a crash, which the changelog protocol covers.
+            watchdog = threading.Timer(STOP_TIMEOUT_S, _abandon_stop)
+            watchdog.daemon = True
+            watchdog.start()
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
@@ -222,7 +262,7 @@ class ProcessorEngine:
         try:
             self._consumer.close()  # leaves the group so partitions move at once
         finally:
-            self._producer.flush(30)
+            self._producer.flush(STOP_TIMEOUT_S)
         log.info(
             "processor_stopped",
             **{k: v for k, v in vars(self.stats).items() if k != "restored_partitions"},
@@ -233,6 +273,7 @@ class ProcessorEngine:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         new = {tp.partition for tp in partitions} - set(self._states)
         if new:
+            self.readiness.set(RESTORED, False)
             started = time.monotonic()
             restored, resent = self._restore(new)
             agents = sum(len(s) for s in restored.values())
@@ -247,6 +288,8 @@ class ProcessorEngine:
                 seconds=round(time.monotonic() - started, 3),
             )
         consumer.incremental_assign(partitions)
+        self.readiness.set(ASSIGNED)
+        self.readiness.set(RESTORED)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         try:
@@ -257,6 +300,7 @@ class ProcessorEngine:
             still = set()
         for partition in {tp.partition for tp in partitions} - still:
             self._states.pop(partition, None)
+        self.readiness.set(ASSIGNED, bool(still))
         log.info("partitions_revoked", partitions=sorted({tp.partition for tp in partitions}))
 
     def _restore(self, partitions: set[int]) -> tuple[dict[int, dict[str, AgentState]], int]:
@@ -306,10 +350,11 @@ class ProcessorEngine:
                     error = msg.error()
                     if error is None:
                         found[partition].read(msg, self.serde)
-                        done = (msg.offset() or 0) + 1 >= ends.get(partition, 0)
-                    else:
-                        done = error.code() == KafkaError._PARTITION_EOF
-                    if done:
+                    elif error.code() == KafkaError._PARTITION_EOF and (
+                        msg.offset() or 0
+                    ) >= ends.get(partition, 0):
+                        # The end of the log, not the high watermark: the embedded broker
+                        # reports one that stops short of the last records of a batch.
                         ends.pop(partition, None)
         finally:
             reader.close()
@@ -317,10 +362,22 @@ class ProcessorEngine:
 
     # -- the batch -------------------------------------------------------------------------
 
+    def _next_messages(self) -> list[Message]:
+        """What is already fetched, up to a batch; when nothing is, wait for the first record
+        only. A batch call blocks until the batch is full or the timeout passes, which at low
+        load would add the whole poll timeout to every hop of every run."""
+        messages = self._consumer.consume(self.batch_size, 0)
+        if not messages:
+            messages = self._consumer.consume(1, self.poll_timeout)
+            if messages and self.batch_size > 1:
+                messages += self._consumer.consume(self.batch_size - 1, 0)
+        return messages
+
     def process_batch(self) -> int:
-        messages = self._consumer.consume(self.batch_size, self.poll_timeout)
+        messages = self._next_messages()
         if not messages:
             return 0
+        started = time.perf_counter()
         offsets: dict[tuple[str, int], int] = {}
         batch = _Batch()
         for msg in messages:
@@ -333,14 +390,21 @@ class ProcessorEngine:
             offsets[(topic, partition)] = offset + 1
             self.stats.consumed += 1
             self._handle(msg, partition, batch)
+        transitioned = time.perf_counter()
         self._begin()
         for agent_id, (state, partition) in batch.states.items():
             self._produce_snapshot(state, partition, batch.outboxes.get(agent_id, []))
         self._await_deliveries("state snapshots")
         self._failpoint("after_snapshots")
         for agent_id, outbox in batch.outboxes.items():
-            for record in outbox:
-                self._produce(record.topic, agent_id.encode(), record.value)
+            traces = batch.traces[agent_id]
+            for record, traceparent in zip(outbox, traces, strict=True):
+                self._produce(
+                    record.topic,
+                    agent_id.encode(),
+                    record.value,
+                    headers=[(tracing.TRACEPARENT, traceparent)],
+                )
         for key, value, headers in batch.dead_letters:
             self._produce(self._dlq_topic, key, value, headers=headers)
         self._await_deliveries("outputs")
@@ -348,7 +412,15 @@ class ProcessorEngine:
         self._write_markers()
         self._commit([TopicPartition(t, p, o) for (t, p), o in offsets.items()])
         self.stats.batches += 1
+        self._observe(batch, len(messages), started, transitioned)
         return len(messages)
+
+    def _observe(self, batch: _Batch, count: int, started: float, transitioned: float) -> None:
+        """Metrics once per batch, after its offsets are committed."""
+        metrics.count_batch(metrics.EVENTS_CONSUMED, "processor", batch.consumed)
+        metrics.count_batch(metrics.EVENTS_PRODUCED, "processor", batch.produced)
+        metrics.TRANSITION_SECONDS.labels("processor").observe((transitioned - started) / count)
+        metrics.BATCH_SECONDS.labels("processor").observe(time.perf_counter() - started)
 
     def _begin(self) -> None:
         if self.transactional:
@@ -373,11 +445,12 @@ class ProcessorEngine:
         except DecodeError as exc:
             self._dead_letter(batch, msg, exc.error_class, str(exc))
             return
-        if not isinstance(event, Event):
+        if not isinstance(event, Event) or not isinstance(event, self._carries.get(topic, ())):
             self._dead_letter(
-                batch, msg, "wrong_topic", f"{type(event).__name__} is not an agent event"
+                batch, msg, "wrong_topic", f"{type(event).__name__} does not belong on {topic}"
             )
             return
+        batch.consumed[(topic, type(event).__name__)] += 1
         key = msg.key()
         agent_id = event.envelope.agent_id
         if key is None or key.decode("utf-8", "replace") != agent_id:
@@ -403,11 +476,17 @@ class ProcessorEngine:
         states[agent_id] = decision.state
         batch.states[agent_id] = (decision.state, partition)
         outbox = batch.outboxes.setdefault(agent_id, [])
+        traces = batch.traces.setdefault(agent_id, [])
+        parent = self._traces.resolve(
+            event.envelope.correlation_id, tracing.traceparent_of(msg.headers())
+        )
         for emitted in decision.emits:
             topic_name = self.settings.topic(topic_for(type(emitted)).name)
             outbox.append(
                 OutboxRecord(topic=topic_name, value=self.serde.encode(topic_name, emitted))
             )
+            traces.append(tracing.child_span(type(emitted).__name__, parent))
+            batch.produced[(topic_name, type(emitted).__name__)] += 1
             self.stats.emitted += 1
 
     def _produce_snapshot(
@@ -478,15 +557,16 @@ class ProcessorEngine:
     ) -> None:
         topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
         headers = message_headers(msg)
+        value, reason = dlq.clipped(msg.value(), reason)
         letter = DeadLetter(
             dead_letter_id=dlq.dead_letter_id(topic, partition, offset),
             original_topic=topic,
             original_partition=partition,
             original_offset=offset,
             original_key=msg.key(),
-            original_value=msg.value(),
+            original_value=value,
             original_headers=[RecordHeader(key=k, value=v) for k, v in headers],
-            reason=reason[:2000],
+            reason=reason,
             error_class=error_class,
             agent_id=event.envelope.agent_id if event else None,
             event_id=event.envelope.event_id if event else None,
@@ -501,6 +581,7 @@ class ProcessorEngine:
             error_class=error_class,
             reason=reason,
         )
+        metrics.DEAD_LETTERS.labels("processor", error_class).inc()
         batch.dead_letters.append(
             (msg.key(), self.serde.encode(self._dlq_topic, letter), dlq.headers_for(letter))
         )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, cast
 
 import structlog
+from structlog._config import BoundLoggerLazyProxy
 
 _configured = False
 
@@ -41,9 +42,16 @@ def configure_logging(
 
 
 def get_logger(name: str, **context: object) -> structlog.stdlib.BoundLogger:
-    """A logger with ``context`` bound (agent_id, run_id, event_id, ...)."""
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name).bind(logger=name, **context)
-    return logger
+    """A logger with ``context`` bound (agent_id, run_id, event_id, ...).
+
+    Lazy: modules create their loggers at import time, often before the command configured
+    logging, and a logger bound then would keep structlog's default (console) output."""
+    # structlog.get_logger cannot take a ``logger`` initial value (the name of its own
+    # parameter), so the lazy proxy it would return is built here directly.
+    proxy = BoundLoggerLazyProxy(
+        None, initial_values={"logger": name, **context}, logger_factory_args=(name,)
+    )
+    return cast("structlog.stdlib.BoundLogger", proxy)
 
 
 bind_context = structlog.contextvars.bind_contextvars

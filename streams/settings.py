@@ -61,6 +61,28 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of a service's /metrics, /healthz and /readyz; unset: off, 0: a free "
+        "port (logged as metrics_listening)",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics port binds")
+    metrics_agent_label: bool = Field(
+        default=False, description="Label token counters by agent too (one series per agent)"
+    )
+    console_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the operator console and its HTTP ingress"
+    )
+    console_username: str | None = Field(default=None, description="Console basic-auth user")
+    console_password: SecretStr | None = Field(
+        default=None, description="Console basic-auth password"
+    )
+    ingress_max_bytes: int = Field(
+        default=65536, ge=256, le=16 * 1024 * 1024, description="Largest accepted ingress body"
+    )
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str | None) -> str | None:

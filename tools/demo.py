@@ -127,7 +127,9 @@ def run_demo(
             producer.send(_input(agent_id, text))
         deadline = time.monotonic() + timeout
         try:
-            while set(result.outcomes) != agents:
+            # An outcome can be read before events of its run on other topics, so read on
+            # until every event shown has its cause shown too.
+            while set(result.outcomes) != agents or _causes_missing(result, seen):
                 if time.monotonic() > deadline:
                     raise ServiceUnavailableError(
                         f"only {len(result.outcomes)} of {len(agents)} runs ended in "
@@ -160,11 +162,24 @@ def run_demo(
     return result
 
 
+def _causes_missing(result: DemoResult, seen: set[str]) -> bool:
+    return any(
+        event.envelope.causation_id is not None and event.envelope.causation_id not in seen
+        for events in result.timeline.values()
+        for event in events
+    )
+
+
 def _reader_at_end(settings: Settings) -> Consumer:
     """A reader positioned at the current end of every watched topic before anything is sent:
     no group join to wait for, so events are shown as they happen."""
     consumer = Consumer(
-        {**settings.kafka_config(), "group.id": f"demo-{uuid.uuid4()}", "enable.auto.commit": False}
+        {
+            **settings.kafka_config(),
+            "group.id": f"demo-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 20,  # show events as they happen, not in half-second lumps
+        }
     )
     metadata = consumer.list_topics(timeout=10)
     positions = []
