@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentstream.schemas.errors import AgentStreamError, ConfigurationError
+from agentstream.streams.health import observability
 from agentstream.streams.logs import configure_logging
 from agentstream.streams.settings import (
     DevStackRecord,
@@ -24,7 +25,15 @@ from agentstream.streams.settings import (
     write_dev_stack,
 )
 from agentstream.streams.topics import TopicStatus, describe_topics, ensure_topics
-from agentstream.tools import cmd_events
+from agentstream.tools import (
+    cmd_bench,
+    cmd_chaos,
+    cmd_console,
+    cmd_events,
+    cmd_inspect,
+    cmd_replay,
+    cmd_soak,
+)
 from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC, load_spec
 
@@ -174,6 +183,13 @@ def _topics_table(title: str, statuses: list[TopicStatus]) -> Table:
 
 app.command("send")(cmd_events.send)
 app.command("tail")(cmd_events.tail)
+app.command("inspect")(cmd_inspect.inspect)
+app.add_typer(cmd_replay.app, name="replay")
+app.command("chaos")(cmd_chaos.chaos)
+app.command("soak")(cmd_soak.soak)
+app.command("console")(cmd_console.console)
+app.command("bench")(cmd_bench.bench)
+_MetricsPort = cmd_console.MetricsPortOption
 
 
 @topics_app.command("ensure")
@@ -208,6 +224,7 @@ def processor_run(
         str | None,
         typer.Option(help="Static group membership id: a restart resumes without a rebalance."),
     ] = None,
+    metrics_port: _MetricsPort = None,
 ) -> None:
     """Run one processor instance until SIGTERM or Ctrl-C; start several to share the load."""
     from agentstream.streams.engine import ProcessorEngine
@@ -228,7 +245,8 @@ def processor_run(
     )
     engine.install_signal_handlers()
     err.print(f"processor running agent {agent.name!r} in group {group!r}; Ctrl-C stops it")
-    stats = engine.run()
+    with observability("processor", engine.readiness, settings, metrics_port):
+        stats = engine.run()
     err.print(
         f"processor stopped: {stats.applied} applied, {stats.emitted} emitted, "
         f"{stats.duplicates} duplicates, {stats.dead_lettered} dead-lettered"
@@ -275,6 +293,7 @@ def worker_tools_run(
     instance_id: _InstanceOption = None,
     breaker_threshold: _ThresholdOption = 5,
     breaker_cooldown: _CooldownOption = 30.0,
+    metrics_port: _MetricsPort = None,
 ) -> None:
     """Run the agents' tools for every tool call request until SIGTERM or Ctrl-C."""
     from agentstream.processors.tool_worker import ToolWorker
@@ -293,7 +312,8 @@ def worker_tools_run(
     worker.install_signal_handlers()
     tools = ", ".join(sorted(worker.executor.tools))
     err.print(f"tool worker running {tools} in group {group!r}; Ctrl-C stops it")
-    stats = worker.run()
+    with observability("tool-worker", worker.runtime.readiness, settings, metrics_port):
+        stats = worker.run()
     err.print(f"tool worker stopped: {stats.results} results, {stats.dead_lettered} dead-lettered")
     if stats.failed:
         raise typer.Exit(1)
@@ -323,6 +343,7 @@ def worker_models_run(
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per attempt.")] = 120.0,
     breaker_threshold: _ThresholdOption = 5,
     breaker_cooldown: _CooldownOption = 30.0,
+    metrics_port: _MetricsPort = None,
 ) -> None:
     """Answer every model call request with the configured providers until SIGTERM or Ctrl-C.
 
@@ -356,7 +377,8 @@ def worker_models_run(
     worker.install_signal_handlers()
     names = ", ".join(worker.providers)
     err.print(f"model worker running providers {names} in group {group!r}; Ctrl-C stops it")
-    stats = worker.run()
+    with observability("model-worker", worker.runtime.readiness, settings, metrics_port):
+        stats = worker.run()
     err.print(f"model worker stopped: {stats.results} results, {stats.dead_lettered} dead-lettered")
     if stats.failed:
         raise typer.Exit(1)
@@ -367,6 +389,7 @@ def worker_timers_run(
     group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
         "agentstream-approval-timer"
     ),
+    metrics_port: _MetricsPort = None,
 ) -> None:
     """Expire approval requests that have no decision by their deadline."""
     from agentstream.processors.expiry import ApprovalTimer
@@ -376,7 +399,8 @@ def worker_timers_run(
     timer = ApprovalTimer(settings, group_id=group)
     timer.install_signal_handlers()
     err.print(f"approval timer running in group {group!r}; Ctrl-C stops it")
-    stats = timer.run()
+    with observability("approval-timer", timer.readiness, settings, metrics_port):
+        stats = timer.run()
     err.print(f"approval timer stopped: {stats.expired} approvals expired")
 
 
@@ -491,6 +515,7 @@ def projections_run(
     max_backoff: Annotated[
         float, typer.Option(min=0.1, help="Longest pause (s) between retries while down.")
     ] = 10.0,
+    metrics_port: _MetricsPort = None,
 ) -> None:
     """Run one projector until SIGTERM or Ctrl-C: every agent topic into PostgreSQL."""
     from agentstream.projections.migrate import migrate as apply_migrations
@@ -511,7 +536,8 @@ def projections_run(
     projector.install_signal_handlers()
     tune_for_batches()
     err.print(f"projector writing schema {schema!r} in group {group!r}; Ctrl-C stops it")
-    stats = projector.run()
+    with observability("projector", projector.readiness, settings, metrics_port):
+        stats = projector.run()
     err.print(
         f"projector stopped: {stats.applied} events applied, {stats.duplicates} duplicates, "
         f"{stats.dead_lettered} dead-lettered"

@@ -1,0 +1,164 @@
+"""The operator console's HTML: plain server-rendered pages, one small script, no build step.
+
+Everything taken from events is escaped; the pages never inline event data into the script.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from agentstream.projections.queries import PendingApproval, RunRow, RunStatus, TimelineEntry
+
+RUN_STATUSES: tuple[RunStatus, ...] = ("running", "completed", "failed")
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2433}
+nav a{margin-right:1rem}
+table{border-collapse:collapse;width:100%;margin-top:1rem;font-size:.9rem}
+th,td{border-bottom:1px solid #dde;padding:.35rem .5rem;text-align:left;vertical-align:top}
+pre{margin:0;white-space:pre-wrap;max-width:40rem;font-size:.8rem}
+.muted{color:#667}
+button{margin-right:.3rem}
+"""
+
+_SCRIPT = """
+async function decide(button, approve) {
+  const row = button.closest('tr');
+  row.querySelectorAll('button').forEach(b => b.disabled = true);
+  const status = row.querySelector('.status');
+  const response = await fetch('/api/approvals/' + encodeURIComponent(row.dataset.call), {
+    method: 'POST',
+    headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({approve: approve, arguments_hash: row.dataset.hash}),
+  });
+  const body = await response.json();
+  status.textContent = response.ok
+    ? (approve ? 'approved' : 'denied') + ' by ' + body.approver
+    : 'refused: ' + body.error;
+  row.dataset.state = response.ok ? 'decided' : 'error';
+}
+"""
+
+
+def page(title: str, body: str, user: str) -> str:
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{escape(title)} · agentstream</title><style>{_STYLE}</style>"
+        f"<script>{_SCRIPT}</script></head><body>"
+        "<nav><a href='/approvals'>Pending approvals</a><a href='/runs'>Runs</a>"
+        f"<span class='muted'>signed in as {escape(user)}</span></nav>"
+        f"<h1>{escape(title)}</h1>{body}</body></html>"
+    )
+
+
+def approvals_body(pending: list[PendingApproval]) -> str:
+    if not pending:
+        return "<p id='empty'>Nothing waits for a decision.</p>"
+    rows = []
+    for item in pending:
+        link = _timeline_link(item.agent_id, item.run_id, item.agent_id)
+        full_hash = escape(item.arguments_hash or "")
+        rows.append(
+            f"<tr data-call='{escape(item.call_id)}' data-hash='{full_hash}'"
+            f" data-state='pending'><td>{link}</td><td>{escape(item.tool or '')}</td>"
+            f"<td><pre>{escape(_pretty(item.arguments))}</pre></td>"
+            f"<td>{_time(item.requested_at)}</td><td>{_time(item.deadline)}</td>"
+            f"<td class='muted'>{escape((item.arguments_hash or '')[:12])}</td>"
+            "<td><button class='approve' onclick='decide(this, true)'>Approve</button>"
+            "<button class='deny' onclick='decide(this, false)'>Deny</button>"
+            "<span class='status'></span></td></tr>"
+        )
+    head = (
+        "<tr><th>agent</th><th>tool</th><th>arguments</th><th>requested</th><th>deadline</th>"
+        "<th>hash</th><th>decision</th></tr>"
+    )
+    return f"<table id='approvals'>{head}{''.join(rows)}</table>"
+
+
+def runs_body(runs: list[RunRow], status: str | None) -> str:
+    links = " ".join(
+        f"<a href='/runs?status={s}'>{'<b>' + s + '</b>' if s == status else s}</a>"
+        for s in RUN_STATUSES
+    )
+    rows = [
+        f"<tr data-run='{escape(r.run_id)}' data-status='{escape(r.status)}'>"
+        f"<td>{_timeline_link(r.agent_id, r.run_id, r.run_id)}</td><td>{escape(r.agent_id)}</td>"
+        f"<td class='run-status'>{escape(r.status)}</td><td>{escape(_clip(r.input_text))}</td>"
+        f"<td>{escape(_clip(r.output or r.failure_reason))}</td><td>{r.steps}</td>"
+        f"<td>{r.tool_calls}</td><td>{r.prompt_tokens + r.completion_tokens}</td>"
+        f"<td>{_time(r.started_at)}</td><td>{r.duration_ms if r.duration_ms is not None else ''}"
+        "</td></tr>"
+        for r in runs
+    ]
+    head = (
+        "<tr><th>run</th><th>agent</th><th>status</th><th>input</th><th>output</th>"
+        "<th>steps</th><th>tools</th><th>tokens</th><th>started</th><th>ms</th></tr>"
+    )
+    return (
+        f"<p>status: <a href='/runs'>{'<b>all</b>' if status is None else 'all'}</a> {links}</p>"
+        f"<table id='runs'>{head}{''.join(rows)}</table>"
+    )
+
+
+def timeline_body(entries: list[TimelineEntry]) -> str:
+    if not entries:
+        return "<p id='empty'>No events for this agent (yet).</p>"
+    rows = []
+    for e in entries:
+        latency, tokens = _latency_and_tokens(e.payload)
+        rows.append(
+            f"<tr data-type='{escape(e.type)}'><td>{_time(e.occurred_at)}</td>"
+            f"<td>{escape(e.type)}</td><td class='muted'>{escape(e.run_id or '')}</td>"
+            f"<td class='muted'>{escape(e.call_id or '')}</td><td>{escape(e.source)}</td>"
+            f"<td>{latency}</td><td>{tokens}</td>"
+            f"<td><pre>{escape(_summary(e.type, e.payload))}</pre></td></tr>"
+        )
+    head = (
+        "<tr><th>time</th><th>event</th><th>run</th><th>call</th><th>source</th>"
+        "<th>latency ms</th><th>tokens</th><th>details</th></tr>"
+    )
+    return f"<table id='timeline'>{head}{''.join(rows)}</table>"
+
+
+def _latency_and_tokens(payload: dict[str, Any]) -> tuple[str, str]:
+    latency = payload.get("latency_ms")
+    usage = payload.get("usage")
+    tokens = ""
+    if isinstance(usage, dict):
+        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        tokens = f"{prompt + completion} ({prompt}+{completion})"
+    return ("" if latency is None else str(latency)), tokens
+
+
+def _summary(type_name: str, payload: dict[str, Any]) -> str:
+    """The fields that say what happened, not the envelope."""
+    skip = {"envelope", "usage", "latency_ms", "messages_json", "tools_json", "system_prompt"}
+    fields = {k: v for k, v in payload.items() if k not in skip and v not in (None, "", [], {})}
+    return _clip(json.dumps(fields, ensure_ascii=False, default=str), 600)
+
+
+def _timeline_link(agent_id: str, run_id: str | None, label: str) -> str:
+    query = f"?run_id={quote(run_id)}" if run_id else ""
+    return f"<a href='/agents/{quote(agent_id)}/timeline{query}'>{escape(label)}</a>"
+
+
+def _pretty(value: object) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return str(value)
+    return json.dumps(value, indent=1, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _clip(text: str | None, limit: int = 120) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _time(at: datetime | None) -> str:
+    return "" if at is None else escape(at.strftime("%Y-%m-%d %H:%M:%S"))

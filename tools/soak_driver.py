@@ -1,0 +1,217 @@
+"""The soak run: a steady rate of questions to the support agent through every service for
+minutes, sampling throughput and each service's memory, then draining and checking that every
+run ended. ``agentstream soak`` prints what this returns."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from agentstream.projections.migrate import migrate
+from agentstream.schemas.events import RunCompleted, RunFailed
+from agentstream.streams.producer import AgentStreamProducer
+from agentstream.streams.serde import DecodeError, EventSerde, registry_client
+from agentstream.streams.settings import Settings
+from agentstream.streams.topics import OUTCOMES, ensure_topics
+from agentstream.tools.chaos_services import ServiceSet, reliability_services, service_environment
+from agentstream.tools.chaos_workload import AutoApprover, questions, stamped_now
+from agentstream.tools.loading import DEFAULT_SPEC
+from agentstream.tools.soak_memory import MemoryVerdict, rss_mb, verdict
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    seconds: float = 300.0
+    rate: float = 20.0  # runs started per second
+    agents: int = 1000  # the pool the runs go to, round robin
+    sample_every_s: float = 10.0
+    drain_timeout_s: float = 120.0
+    spec: str = DEFAULT_SPEC
+
+
+@dataclass(frozen=True)
+class Sample:
+    at_s: float
+    sent: int
+    ended: int
+    #: runs ended per second since the previous sample
+    throughput: float
+    rss_mb: dict[str, float | None]
+
+
+@dataclass
+class SoakReport:
+    config: SoakConfig
+    samples: list[Sample] = field(default_factory=list)
+    memory: list[MemoryVerdict] = field(default_factory=list)
+    sent: int = 0
+    ended: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def flat(self) -> bool:
+        return bool(self.memory) and all(m.flat for m in self.memory)
+
+    @property
+    def ok(self) -> bool:
+        return self.flat and self.ended == self.sent and not self.problems
+
+
+class OutcomeCounter:
+    """Counts the runs that ended (distinct outcome ids), in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="outcomes")
+
+    @property
+    def ended(self) -> int:
+        with self._lock:
+            return len(self._seen)
+
+    def _run(self) -> None:
+        serde = EventSerde(registry_client(self.settings.require_schema_registry_url()))
+        consumer = Consumer(
+            {
+                **self.settings.kafka_config(),
+                "group.id": f"soak-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": 6000,
+            }
+        )
+        consumer.subscribe([self.settings.topic(OUTCOMES.name)])
+        try:
+            while not self._stop.is_set():
+                for msg in consumer.consume(1000, 0.2):
+                    if msg.error() is not None:
+                        continue
+                    try:
+                        record = serde.decode(msg.topic() or "", msg.value())
+                    except DecodeError:
+                        continue
+                    if isinstance(record, RunCompleted | RunFailed):
+                        with self._lock:
+                            self._seen.add(record.envelope.event_id)
+        finally:
+            consumer.close()
+
+    def start(self) -> OutcomeCounter:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join(30)
+
+
+def run_soak(
+    settings: Settings,
+    workdir: Path,
+    config: SoakConfig,
+    *,
+    schema: str,
+    on_sample: Callable[[Sample], None] = lambda _: None,
+) -> SoakReport:
+    """Send ``rate`` runs a second for ``seconds`` to the running services, sampling as it goes;
+    every process started here is stopped here."""
+    ensure_topics(settings)
+    migrate(settings.require_database_url(), schema)
+    report = SoakReport(config)
+    services = ServiceSet(
+        reliability_services(config.spec, settings.topic_prefix or "soak.", schema),
+        workdir,
+        service_environment(settings),
+    )
+    approver = AutoApprover(settings)
+    counter = OutcomeCounter(settings)
+    began = time.monotonic()
+    try:
+        services.start()
+        approver.start()
+        counter.start()
+        report.sent = _steady_load(
+            settings,
+            services=services,
+            counter=counter,
+            config=config,
+            report=report,
+            on_sample=on_sample,
+        )
+        deadline = time.monotonic() + config.drain_timeout_s
+        while counter.ended < report.sent and time.monotonic() < deadline:
+            services.check_alive()
+            time.sleep(0.5)
+        report.ended = counter.ended
+    finally:
+        counter.stop()
+        try:
+            approver.stop()
+        finally:
+            codes = services.stop()
+    report.seconds = time.monotonic() - began
+    for name, code in codes.items():
+        if code != 0:
+            report.problems.append(f"the {name} exited with {code} on SIGTERM")
+    if report.ended != report.sent:
+        report.problems.append(f"{report.sent - report.ended} run(s) did not end")
+    for service in services.services:
+        points = [(s.at_s, s.rss_mb[service.name]) for s in report.samples]
+        report.memory.append(verdict(service.name, [(t, mb) for t, mb in points if mb]))
+    return report
+
+
+def _steady_load(
+    settings: Settings,
+    *,
+    services: ServiceSet,
+    counter: OutcomeCounter,
+    config: SoakConfig,
+    report: SoakReport,
+    on_sample: Callable[[Sample], None],
+) -> int:
+    """Send at the rate, a tick every 100 ms; sample every ``sample_every_s``."""
+    sent = 0
+    round_no = 0
+    pending = questions(config.agents, 1, seed=round_no, prefix="soak")
+    started = time.monotonic()
+    next_sample = started
+    previous = (0.0, 0)
+    with AgentStreamProducer(settings) as producer:
+        while (now := time.monotonic()) - started < config.seconds:
+            due = int((now - started) * config.rate)
+            while sent < due:
+                if not pending:
+                    round_no += 1
+                    pending = questions(config.agents, 1, seed=round_no, prefix="soak")
+                producer.send_async(stamped_now(pending.pop()))
+                sent += 1
+            if now >= next_sample:
+                services.check_alive()
+                at, ended = now - started, counter.ended
+                throughput = (ended - previous[1]) / (at - previous[0]) if at > previous[0] else 0
+                sample = Sample(
+                    at,
+                    sent,
+                    ended,
+                    throughput,
+                    {s.name: rss_mb(s.proc.pid) if s.proc else None for s in services.services},
+                )
+                report.samples.append(sample)
+                on_sample(sample)
+                previous = (at, ended)
+                next_sample += config.sample_every_s
+            time.sleep(0.1)
+        producer.flush()
+    return sent
