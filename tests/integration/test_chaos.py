@@ -1,0 +1,64 @@
+"""The chaos test at CI size: the real services under random SIGKILLs (``agentstream chaos``
+runs the same driver at any size); and a short soak (``agentstream soak`` runs it for minutes)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from projection_support import drop_schemas, fresh_schema
+
+from agentstream.streams.settings import Settings
+from agentstream.tools.chaos_driver import ChaosConfig, run_chaos
+from agentstream.tools.soak_driver import SoakConfig, run_soak
+from agentstream.tools.soak_memory import verdict
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+
+@pytest.fixture
+def schema(database_url: str) -> Iterator[str]:
+    name = fresh_schema(database_url)
+    yield name
+    drop_schemas(database_url, name)
+
+
+def test_runs_survive_twenty_random_sigkills_of_the_services(
+    settings: Settings, schema: str, tmp_path: Path
+) -> None:
+    isolated = settings.model_copy(update={"topic_prefix": f"ch{uuid.uuid4().hex[:6]}."})
+    config = ChaosConfig(agents=40, runs_per_agent=2, kills=20, seed=11)
+    report = run_chaos(isolated, tmp_path, config, schema=schema, progress=print)
+    print(f"\nchaos test: {report.figures()} in {report.total_seconds:.0f}s")
+    assert report.ok, "\n".join(report.verdict.problems)
+    assert sum(report.kills.values()) >= 20
+    assert len(report.kills) == 5, "every service was killed at least once"
+    v = report.verdict
+    assert (v.lost, v.duplicated, v.projection_equal) == (0, 0, True)
+    assert v.runs == 80 and v.completed + v.failed == 80
+    assert v.dead_letters_expected == 12 and v.dead_letters >= 12
+
+
+def test_a_short_soak_ends_every_run_and_samples_each_service(
+    settings: Settings, schema: str, tmp_path: Path
+) -> None:
+    isolated = settings.model_copy(update={"topic_prefix": f"sk{uuid.uuid4().hex[:6]}."})
+    config = SoakConfig(seconds=8, rate=10, agents=20, sample_every_s=1, drain_timeout_s=60)
+    report = run_soak(isolated, tmp_path, config, schema=schema)
+    assert not report.problems, report.problems
+    assert report.sent >= 70 and report.ended == report.sent
+    assert len(report.samples) >= 6
+    services = {"processor", "tool-worker", "model-worker", "approval-timer", "projector"}
+    for sample in report.samples:
+        assert set(sample.rss_mb) == services and all(sample.rss_mb.values())
+    assert {m.service for m in report.memory} == services
+
+
+def test_the_memory_verdict_tells_growth_from_noise() -> None:
+    noisy = [(t, 100.0 + (1.5 if t % 2 else -1.5)) for t in range(0, 300, 10)]
+    leaking = [(t, 100.0 + t * 0.2) for t in range(0, 300, 10)]  # 12 MB a minute
+    assert verdict("a", noisy).flat
+    grown = verdict("b", leaking)
+    assert not grown.flat and round(grown.slope_mb_per_min) == 12

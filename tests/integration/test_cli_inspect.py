@@ -1,0 +1,182 @@
+"""`agentstream inspect` as a user runs it: from the PostgreSQL read models, and folded from the
+topics when there is no database, on the real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import SUPPORT_DIR
+from histories import Placed, drive, make_input
+from projection_support import DirectFeed, drop_schemas, fresh_schema, produce
+from world import respond
+
+from agentstream.processors.state import AgentState
+from agentstream.schemas.events import ApprovalRequested, Event
+from agentstream.streams.settings import Settings
+from agentstream.streams.topics import ensure_topics, topic_for
+
+pytestmark = pytest.mark.integration
+
+SPEC = ["--spec", "world:support_spec"]
+
+
+def withhold_approvals(request: Event) -> Event | None:
+    return None if isinstance(request, ApprovalRequested) else respond(request)
+
+
+def placed(events: list[Event]) -> list[Placed]:
+    return [Placed(e, topic_for(type(e)).name, 0) for e in events]
+
+
+class World:
+    """Two agents on the topics: one finished a run, one waits for an approval."""
+
+    def __init__(self, settings: Settings, home: Path) -> None:
+        self.settings = settings
+        self.home = home
+        suffix = uuid.uuid4().hex[:6]
+        self.done_agent, self.waiting_agent = f"done-{suffix}", f"waiting-{suffix}"
+        self.done, self.done_state = drive([make_input(self.done_agent, 0, "where is my order")])
+        self.waiting, self.waiting_state = drive(
+            [make_input(self.waiting_agent, 0, "refund please")], world=withhold_approvals
+        )
+        produce(settings, placed(self.done + self.waiting))
+
+
+@pytest.fixture(scope="module")
+def world(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> World:
+    isolated = settings.model_copy(update={"topic_prefix": f"ins{uuid.uuid4().hex[:6]}."})
+    ensure_topics(isolated)
+    return World(isolated, tmp_path_factory.mktemp("home"))
+
+
+@pytest.fixture(scope="module")
+def schema(database_url: str, world: World) -> Iterator[str]:
+    name = fresh_schema(database_url)
+    feed = DirectFeed(database_url, name)
+    try:
+        feed.feed(placed(world.done + world.waiting))
+    finally:
+        feed.close()
+    yield name
+    drop_schemas(database_url, name)
+
+
+def cli(
+    world: World, *args: str, database_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("agentstream", path=str(Path(sys.executable).parent))
+    assert exe
+    s = world.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSTREAM_")}
+    env.update(
+        {
+            "AGENTSTREAM_BOOTSTRAP_SERVERS": s.require_bootstrap_servers(),
+            "AGENTSTREAM_SCHEMA_REGISTRY_URL": s.require_schema_registry_url(),
+            "AGENTSTREAM_TOPIC_PREFIX": s.topic_prefix,
+            # no dev stack record to fall back on
+            "AGENTSTREAM_HOME": str(world.home),
+            "PYTHONPATH": str(SUPPORT_DIR),
+            "COLUMNS": "200",
+        }
+    )
+    if database_url:
+        env["AGENTSTREAM_DATABASE_URL"] = database_url
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_without_a_database_the_state_is_folded_from_the_topics(world: World) -> None:
+    shown = cli(world, "inspect", world.waiting_agent, *SPEC)
+    assert shown.returncode == 0, shown.stderr
+    assert "no database configured" in shown.stderr
+    assert "from the topics" in shown.stdout
+    assert "awaiting_approval" in shown.stdout
+    assert "refund" in shown.stdout and "needs approval" in shown.stdout
+
+    as_json = cli(world, "inspect", world.waiting_agent, *SPEC, "--json")
+    view = json.loads(as_json.stdout)
+    state = world.waiting_state
+    assert isinstance(state, AgentState) and state.run is not None
+    assert view["status"] == state.status == "awaiting_approval"
+    assert view["active_run_id"] == state.run.run_id
+    assert view["prompt_tokens"] == state.usage.prompt_tokens
+    assert [p.split(" ")[0] for p in view["pending"]] == [p.tool for p in state.run.pending_tools]
+    timeline = view["timeline"]
+    assert sorted(t["event_id"] for t in timeline) == sorted(
+        e.envelope.event_id for e in world.waiting
+    )
+    assert [t["occurred_at"] for t in timeline] == sorted(t["occurred_at"] for t in timeline)
+    assert view["runs"][0]["status"] == "running"
+
+
+def test_with_a_database_the_read_models_are_shown(
+    world: World, schema: str, database_url: str
+) -> None:
+    shown = cli(world, "inspect", world.done_agent, "--schema", schema, database_url=database_url)
+    assert shown.returncode == 0, shown.stderr
+    assert f"PostgreSQL read models (schema {schema})" in shown.stdout
+    assert "1 completed, 0 failed" in shown.stdout
+    assert "RunCompleted" in shown.stdout
+
+    view = json.loads(
+        cli(
+            world,
+            "inspect",
+            world.done_agent,
+            "--schema",
+            schema,
+            "--json",
+            "--limit",
+            "2",
+            database_url=database_url,
+        ).stdout
+    )
+    state = world.done_state
+    assert state is not None
+    assert (view["status"], view["runs_completed"]) == ("idle", 1)
+    assert view["completion_tokens"] == state.usage.completion_tokens
+    assert view["events"] == len(world.done)
+    assert [t["type"] for t in view["timeline"]] == ["ModelCallCompleted", "RunCompleted"]
+    [run] = view["runs"]
+    assert run["status"] == "completed" and run["result"].startswith("done after")
+
+    # the topics give the same answer as the read models
+    folded = json.loads(
+        cli(world, "inspect", world.done_agent, *SPEC, "--from-topics", "--json").stdout
+    )
+    for key in ("status", "runs_completed", "prompt_tokens", "completion_tokens", "events"):
+        assert folded[key] == view[key], key
+    assert folded["runs"][0]["run_id"] == run["run_id"]
+
+
+def test_unknown_agents_and_bad_settings_are_one_line(world: World, database_url: str) -> None:
+    missing = cli(
+        world,
+        "inspect",
+        "nobody-here",
+        "--schema",
+        "projections_nowhere",
+        database_url=database_url,
+    )
+    assert missing.returncode == 1
+    assert "no events of agent 'nobody-here'" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    unreachable = cli(
+        world,
+        "inspect",
+        world.done_agent,
+        *SPEC,
+        database_url="postgresql://nobody@127.0.0.1:1/none",
+    )
+    assert unreachable.returncode == 0, unreachable.stderr
+    assert (
+        "cannot reach PostgreSQL" in unreachable.stderr and "from the topics" in unreachable.stdout
+    )
