@@ -12,10 +12,18 @@ import uuid
 from typing import Any
 
 _NAMESPACE = uuid.UUID("0b6f3c1e-8a53-4c1f-9a49-2f4f0d1e7c55")
+_SEEDED = hashlib.sha1(_NAMESPACE.bytes, usedforsecurity=False)
+#: the RFC 4122 variant bits over the top hex digit of byte 8
+_VARIANT = {f"{n:x}": f"{(n & 0x3) | 0x8:x}" for n in range(16)}
 
 
 def derived_id(cause_event_id: str, purpose: str, index: int = 0) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{cause_event_id}/{purpose}/{index}"))
+    """``str(uuid.uuid5(_NAMESPACE, "cause/purpose/index"))``, computed without the UUID object:
+    a run start derives three ids, and uuid5 took about a fifth of its transition."""
+    digest = _SEEDED.copy()
+    digest.update(f"{cause_event_id}/{purpose}/{index}".encode())
+    h = digest.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def canonical_json(value: Any) -> str:

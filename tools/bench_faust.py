@@ -28,6 +28,7 @@ from agentstream.processors.faust_config import quiet_faust_logging, worker_app
 from agentstream.processors.machine import transition
 from agentstream.processors.state import AgentState
 from agentstream.schemas.events import Event
+from agentstream.streams.gc_tuning import collect_rarely
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.settings import Settings, load_settings
 from agentstream.streams.topics import INPUTS, MODEL_CALLS
@@ -152,6 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_faust_logging()
     settings = load_settings(use_dev_stack=False)
+    collect_rarely()  # as the processor's process does, so the two compare like with like
     figures = asyncio.run(_run(settings, args.events, args.timeout))
     print(json.dumps(figures), flush=True)
 

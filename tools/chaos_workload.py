@@ -7,17 +7,25 @@ import hashlib
 import random
 import threading
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Self
 
 from confluent_kafka import Consumer
 
 from agentstream.processors.approvals import decide
-from agentstream.schemas.events import AgentInput, ApprovalRequested, Envelope
+from agentstream.schemas.events import AgentInput, ApprovalRequested, AvroRecord, Envelope
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
 from agentstream.streams.settings import Settings
-from agentstream.streams.topics import APPROVAL_REQUESTS, INPUTS, MODEL_CALLS, TOOL_CALLS
+from agentstream.streams.topics import (
+    APPROVAL_REQUESTS,
+    INPUTS,
+    MODEL_CALLS,
+    TOOL_CALLS,
+    TopicSpec,
+)
 
 #: What the demo's support agent is asked; one in three needs a refund approved by a person.
 QUESTIONS = (
@@ -71,51 +79,53 @@ def denies(call_id: str) -> bool:
     return hashlib.sha256(call_id.encode()).digest()[0] % 4 == 0
 
 
-class AutoApprover:
-    """Decides every approval request as it appears (a person who always answers at once)."""
+class TopicFollower:
+    """A background thread that reads one topic from its beginning and hands each record it can
+    decode to ``handle``; ``stop`` re-raises what went wrong in the thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, topic: TopicSpec, name: str) -> None:
         self.settings = settings
-        self.decided: set[str] = set()
+        self.topic = topic
         self.error: BaseException | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="auto-approver")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+
+    def handle(self, record: AvroRecord) -> None:
+        raise NotImplementedError
+
+    def opened(self) -> AbstractContextManager[object]:
+        """What the thread holds open while it reads (nothing by default)."""
+        return nullcontext()
 
     def _run(self) -> None:
         serde = EventSerde(registry_client(self.settings.require_schema_registry_url()))
         consumer = Consumer(
             {
                 **self.settings.kafka_config(),
-                "group.id": f"auto-approver-{uuid.uuid4().hex[:8]}",
+                "group.id": f"{self._thread.name}-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
                 "session.timeout.ms": 6000,
             }
         )
-        consumer.subscribe([self.settings.topic(APPROVAL_REQUESTS.name)])
+        consumer.subscribe([self.settings.topic(self.topic.name)])
         try:
-            with AgentStreamProducer(self.settings) as producer:
+            with self.opened():
                 while not self._stop.is_set():
-                    for msg in consumer.consume(200, 0.2):
+                    for msg in consumer.consume(500, 0.2):
                         if msg.error() is not None:
                             continue
                         try:
-                            request = serde.decode(msg.topic() or "", msg.value())
+                            record = serde.decode(msg.topic() or "", msg.value())
                         except DecodeError:
                             continue
-                        if not isinstance(request, ApprovalRequested):
-                            continue
-                        if request.call_id in self.decided:
-                            continue  # a restored processor re-sent it; already decided
-                        approve = not denies(request.call_id)
-                        producer.send(decide(request, approve=approve, approver=APPROVER))
-                        self.decided.add(request.call_id)
+                        self.handle(record)
         except BaseException as exc:  # reported by stop()
             self.error = exc
         finally:
             consumer.close()
 
-    def start(self) -> AutoApprover:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -125,6 +135,28 @@ class AutoApprover:
             self._thread.join(30)
         if self.error is not None:
             raise self.error
+
+
+class AutoApprover(TopicFollower):
+    """Decides every approval request as it appears (a person who always answers at once)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, APPROVAL_REQUESTS, "auto-approver")
+        self.decided: set[str] = set()
+        self._producer: AgentStreamProducer | None = None
+
+    def opened(self) -> AgentStreamProducer:
+        self._producer = AgentStreamProducer(self.settings)
+        return self._producer
+
+    def handle(self, record: AvroRecord) -> None:
+        if not isinstance(record, ApprovalRequested) or self._producer is None:
+            return
+        if record.call_id in self.decided:
+            return  # a restored processor re-sent it; already decided
+        approve = not denies(record.call_id)
+        self._producer.send(decide(record, approve=approve, approver=APPROVER))
+        self.decided.add(record.call_id)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentstream.schemas.errors import AgentStreamError, ConfigurationError
+from agentstream.streams.gc_tuning import collect_rarely
 from agentstream.streams.health import observability
 from agentstream.streams.logs import configure_logging
 from agentstream.streams.settings import (
@@ -244,6 +245,7 @@ def processor_run(
         transactional=settings.processor_transactions,
     )
     engine.install_signal_handlers()
+    collect_rarely()
     err.print(f"processor running agent {agent.name!r} in group {group!r}; Ctrl-C stops it")
     with observability("processor", engine.readiness, settings, metrics_port):
         stats = engine.run()

@@ -68,7 +68,10 @@ def bench(
     end-to-end latency and dev-up time, in one run on the embedded stack (or the services
     named by AGENTSTREAM_BOOTSTRAP_SERVERS, _SCHEMA_REGISTRY_URL and _DATABASE_URL)."""
     # Imported here: the stages pull in Faust, psycopg and more, which other commands never need.
+    from agentstream.projections.projector import tune_for_batches
     from agentstream.tools import bench_report, bench_stages
+
+    tune_for_batches()  # the processor and projector stages run here, tuned as their services
 
     report = bench_report.Report(quick=quick)
     report.sizes = {

@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer
-
 from agentstream.projections.migrate import migrate
-from agentstream.schemas.events import RunCompleted, RunFailed
+from agentstream.schemas.events import AvroRecord, RunCompleted, RunFailed
 from agentstream.streams.producer import AgentStreamProducer
-from agentstream.streams.serde import DecodeError, EventSerde, registry_client
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import OUTCOMES, ensure_topics
 from agentstream.tools.chaos_services import ServiceSet, reliability_services, service_environment
-from agentstream.tools.chaos_workload import AutoApprover, questions, stamped_now
+from agentstream.tools.chaos_workload import (
+    AutoApprover,
+    TopicFollower,
+    questions,
+    stamped_now,
+)
 from agentstream.tools.loading import DEFAULT_SPEC
 from agentstream.tools.soak_memory import MemoryVerdict, rss_mb, verdict
 
@@ -64,56 +65,23 @@ class SoakReport:
         return self.flat and self.ended == self.sent and not self.problems
 
 
-class OutcomeCounter:
+class OutcomeCounter(TopicFollower):
     """Counts the runs that ended (distinct outcome ids), in a background thread."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        super().__init__(settings, OUTCOMES, "outcomes")
         self._seen: set[str] = set()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="outcomes")
 
     @property
     def ended(self) -> int:
         with self._lock:
             return len(self._seen)
 
-    def _run(self) -> None:
-        serde = EventSerde(registry_client(self.settings.require_schema_registry_url()))
-        consumer = Consumer(
-            {
-                **self.settings.kafka_config(),
-                "group.id": f"soak-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "session.timeout.ms": 6000,
-            }
-        )
-        consumer.subscribe([self.settings.topic(OUTCOMES.name)])
-        try:
-            while not self._stop.is_set():
-                for msg in consumer.consume(1000, 0.2):
-                    if msg.error() is not None:
-                        continue
-                    try:
-                        record = serde.decode(msg.topic() or "", msg.value())
-                    except DecodeError:
-                        continue
-                    if isinstance(record, RunCompleted | RunFailed):
-                        with self._lock:
-                            self._seen.add(record.envelope.event_id)
-        finally:
-            consumer.close()
-
-    def start(self) -> OutcomeCounter:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.ident is not None:  # started
-            self._thread.join(30)
+    def handle(self, record: AvroRecord) -> None:
+        if isinstance(record, RunCompleted | RunFailed):
+            with self._lock:
+                self._seen.add(record.envelope.event_id)
 
 
 def run_soak(
