@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
 from agentstream.streams.settings import Settings, load_settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped with SIGTERM (a CI time limit, a closed terminal) unwinds like Ctrl-C: every
+    # fixture and context manager stops the processes it started, and subprocess.run kills its
+    # child, instead of leaving brokers, databases and services running.
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _docker_answers() -> bool:
