@@ -19,7 +19,6 @@ import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -27,7 +26,7 @@ from agentstream.processors.faust_config import quiet_faust_logging, worker_app
 from agentstream.processors.offsets import InOrderAcks
 from agentstream.processors.results import encodable
 from agentstream.schemas.errors import SerializationError
-from agentstream.schemas.events import DeadLetter, Event, RecordHeader
+from agentstream.schemas.events import Event
 from agentstream.streams import dlq, metrics, tracing
 from agentstream.streams.health import ASSIGNED, Readiness
 from agentstream.streams.logs import bind_context, get_logger
@@ -271,21 +270,18 @@ class FaustCallWorker:
 
     async def _dead_letter(self, message: Any, rejected: _Rejected) -> None:
         headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in message.headers]
-        value, reason = dlq.clipped(message.value, str(rejected))
-        letter = DeadLetter(
-            dead_letter_id=dlq.dead_letter_id(message.topic, message.partition, message.offset),
-            original_topic=message.topic,
-            original_partition=message.partition,
-            original_offset=message.offset,
-            original_key=message.key,
-            original_value=value,
-            original_headers=[RecordHeader(key=k, value=v) for k, v in headers],
-            reason=reason,
+        letter = dlq.letter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            headers=headers,
+            reason=str(rejected),
             error_class=rejected.error_class,
+            source=self.name,
             agent_id=rejected.event.envelope.agent_id if rejected.event else None,
             event_id=rejected.event.envelope.event_id if rejected.event else None,
-            failed_at=datetime.now(UTC),
-            source=self.name,
         )
         log.warning(
             "dead_letter",
@@ -299,5 +295,4 @@ class FaustCallWorker:
         await self._app.producer.send_and_wait(
             self._dlq_topic, message.key, value, None, None, dlq.headers_for(letter)
         )
-        metrics.DEAD_LETTERS.labels(self.name, rejected.error_class).inc()
         self.stats.dead_lettered += 1

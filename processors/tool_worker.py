@@ -61,7 +61,8 @@ class ToolWorker:
         metrics.observe_call(
             "tool", request.tool, outcome, time.perf_counter() - started, result.attempts
         )
-        metrics.set_breakers("tool", self.breakers.states())
+        breakers = self.breakers.states()
+        metrics.set_breakers("tool", breakers)
         log.info(
             "tool_call_finished",
             tool=request.tool,
@@ -71,7 +72,7 @@ class ToolWorker:
             outcome=outcome,
             attempts=result.attempts,
             latency_ms=result.latency_ms,
-            breaker=self.breakers.states().get(request.tool),
+            breaker=breakers.get(request.tool),
         )
         return result
 

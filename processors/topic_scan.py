@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from agentstream.schemas.errors import ServiceUnavailableError
 from agentstream.schemas.events import AvroRecord
+from agentstream.streams.producer import Headers, message_headers
 from agentstream.streams.serde import DecodeError, EventSerde
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import TopicSpec
@@ -24,6 +25,7 @@ class Scanned:
     partition: int
     offset: int
     key: bytes | None = None
+    headers: Headers = field(default_factory=list)
 
 
 def _ends(
@@ -91,7 +93,12 @@ def scan_topics(
                 try:
                     found.append(
                         Scanned(
-                            serde.decode(topic, msg.value()), topic, partition, offset, msg.key()
+                            serde.decode(topic, msg.value()),
+                            topic,
+                            partition,
+                            offset,
+                            msg.key(),
+                            message_headers(msg),
                         )
                     )
                 except DecodeError:

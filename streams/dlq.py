@@ -4,9 +4,11 @@ original bytes and the reason, and the consumer moves on. Nothing is dropped sil
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from agentstream.schemas.events import DeadLetter, RecordHeader
+from agentstream.streams import metrics
 from agentstream.streams.producer import AgentStreamProducer, Delivery, Headers, wait_delivery
 from agentstream.streams.topics import DLQ
 
@@ -38,6 +40,40 @@ def clipped(value: bytes | None, reason: str) -> tuple[bytes | None, str]:
 def dead_letter_id(topic: str, partition: int, offset: int) -> str:
     """Stable per source record, so a dead letter re-sent after a crash can be deduped."""
     return str(uuid.uuid5(_DLQ_IDS, f"{topic}/{partition}/{offset}"))
+
+
+def letter(
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Iterable[tuple[str, bytes | None]] | None,
+    reason: str,
+    error_class: str,
+    source: str,
+    agent_id: str | None = None,
+    event_id: str | None = None,
+) -> DeadLetter:
+    """The dead letter of one source record, its value clipped; counted for ``/metrics``."""
+    value, reason = clipped(value, reason)
+    metrics.DEAD_LETTERS.labels(source, error_class).inc()
+    return DeadLetter(
+        dead_letter_id=dead_letter_id(topic, partition, offset),
+        original_topic=topic,
+        original_partition=partition,
+        original_offset=offset,
+        original_key=key,
+        original_value=value,
+        original_headers=[RecordHeader(key=k, value=v) for k, v in headers or []],
+        reason=reason,
+        error_class=error_class,
+        agent_id=agent_id,
+        event_id=event_id,
+        failed_at=datetime.now(UTC),
+        source=source,
+    )
 
 
 def headers_for(letter: DeadLetter) -> Headers:
@@ -74,23 +110,20 @@ class DeadLetterSink:
         agent_id: str | None = None,
         event_id: str | None = None,
     ) -> Delivery:
-        value, reason = clipped(value, reason)
-        letter = DeadLetter(
-            dead_letter_id=dead_letter_id(topic, partition, offset),
-            original_topic=topic,
-            original_partition=partition,
-            original_offset=offset,
-            original_key=key,
-            original_value=value,
-            original_headers=[RecordHeader(key=k, value=v) for k, v in headers or []],
+        dead = letter(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            headers=headers,
             reason=reason,
             error_class=error_class,
+            source=self.source,
             agent_id=agent_id,
             event_id=event_id,
-            failed_at=datetime.now(UTC),
-            source=self.source,
         )
-        encoded = self.producer.serde.encode(self.topic, letter)
+        encoded = self.producer.serde.encode(self.topic, dead)
         # Keyed like the original so an agent's dead letters stay in order beside each other.
-        future = self.producer.produce_raw(self.topic, key, encoded, headers_for(letter))
+        future = self.producer.produce_raw(self.topic, key, encoded, headers_for(dead))
         return wait_delivery(future)

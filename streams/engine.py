@@ -45,10 +45,8 @@ from agentstream.schemas.errors import DeliveryError
 from agentstream.schemas.events import (
     AgentStateSnapshot,
     ChangelogMarker,
-    DeadLetter,
     Event,
     OutboxRecord,
-    RecordHeader,
 )
 from agentstream.streams import dlq, metrics, tracing
 from agentstream.streams.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
@@ -556,22 +554,18 @@ class ProcessorEngine:
         event: Event | None = None,
     ) -> None:
         topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
-        headers = message_headers(msg)
-        value, reason = dlq.clipped(msg.value(), reason)
-        letter = DeadLetter(
-            dead_letter_id=dlq.dead_letter_id(topic, partition, offset),
-            original_topic=topic,
-            original_partition=partition,
-            original_offset=offset,
-            original_key=msg.key(),
-            original_value=value,
-            original_headers=[RecordHeader(key=k, value=v) for k, v in headers],
+        letter = dlq.letter(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=msg.key(),
+            value=msg.value(),
+            headers=message_headers(msg),
             reason=reason,
             error_class=error_class,
+            source="processor",
             agent_id=event.envelope.agent_id if event else None,
             event_id=event.envelope.event_id if event else None,
-            failed_at=datetime.now(UTC),
-            source="processor",
         )
         log.warning(
             "dead_letter",
@@ -579,9 +573,8 @@ class ProcessorEngine:
             partition=partition,
             offset=offset,
             error_class=error_class,
-            reason=reason,
+            reason=letter.reason,
         )
-        metrics.DEAD_LETTERS.labels("processor", error_class).inc()
         batch.dead_letters.append(
             (msg.key(), self.serde.encode(self._dlq_topic, letter), dlq.headers_for(letter))
         )

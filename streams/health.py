@@ -13,7 +13,6 @@ within ``max_lag`` records), else 503 with the conditions as JSON.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -50,9 +49,6 @@ class Readiness:
     def snapshot(self) -> dict[str, bool]:
         with self._lock:
             return dict(self._conditions)
-
-    def ready(self) -> bool:
-        return all(self.snapshot().values())
 
 
 class HealthServer:
@@ -96,12 +92,6 @@ def start_health_server(
     if port is None:
         return None
     return HealthServer(service, readiness, host=host, port=port).start()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _handler_for(service: str, readiness: Readiness) -> type[BaseHTTPRequestHandler]:

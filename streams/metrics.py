@@ -13,8 +13,7 @@ the agent only when ``AGENTSTREAM_METRICS_AGENT_LABEL=true`` (otherwise the labe
 from __future__ import annotations
 
 import json
-from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -183,7 +182,3 @@ def _first_known(*offsets: object) -> int | None:
         if isinstance(offset, int) and offset >= 0:
             return offset
     return None
-
-
-def tally_types(pairs: Iterable[tuple[str, str]]) -> Tally[tuple[str, str]]:
-    return Tally(pairs)

@@ -130,9 +130,11 @@ class AgentStreamProducer:
         value: bytes | None,
         headers: Headers | None = None,
         *,
+        partition: int | None = None,
         timeout: float = 30.0,
     ) -> Future[Delivery]:
-        """Send bytes as they are (used for dead letters and redrives)."""
+        """Send bytes as they are (used for dead letters and redrives); to ``partition`` if
+        given, else where the key hashes."""
         future: Future[Delivery] = Future()
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
@@ -144,11 +146,17 @@ class AgentStreamProducer:
                 )
 
         wire_headers: list[tuple[str, str | bytes | None]] = list(headers or [])
+        placed: dict[str, Any] = {} if partition is None else {"partition": partition}
         deadline = time.monotonic() + timeout
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=wire_headers, on_delivery=on_delivery
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=wire_headers,
+                    on_delivery=on_delivery,
+                    **placed,
                 )
                 return future
             except BufferError:

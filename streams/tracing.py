@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 from typing import Any
 
 from opentelemetry import trace
@@ -117,10 +116,6 @@ def derived_traceparent(correlation_id: str) -> bytes:
     correlation id, so every header-less record of the run lands in the same trace."""
     digest = hashlib.sha256(b"agentstream-trace/" + correlation_id.encode()).hexdigest()
     return f"00-{digest[:32]}-{digest[32:48]}-01".encode()
-
-
-def new_traceparent() -> bytes:
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01".encode()
 
 
 def child_span(name: str, parent: bytes, attributes: dict[str, str | int] | None = None) -> bytes:

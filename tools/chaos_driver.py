@@ -20,7 +20,7 @@ from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import ensure_topics
 from agentstream.tools import chaos_checks
-from agentstream.tools.chaos_services import ServiceSet, reliability_services, service_environment
+from agentstream.tools.chaos_services import reliability_services, service_environment
 from agentstream.tools.chaos_workload import (
     AutoApprover,
     BadRecord,
@@ -29,6 +29,7 @@ from agentstream.tools.chaos_workload import (
     stamped_now,
 )
 from agentstream.tools.loading import DEFAULT_SPEC, load_spec
+from agentstream.tools.services import ServiceSupervisor
 
 Progress = Callable[[str], None]
 
@@ -89,14 +90,15 @@ def run_chaos(
     spec = load_spec(config.spec)
     inputs = questions(config.agents, config.runs_per_agent, config.seed)
     report = ChaosReport(config, chaos_checks.Verdict())
-    services = ServiceSet(
+    services = ServiceSupervisor(
         reliability_services(config.spec, settings.topic_prefix or "chaos.", schema),
         workdir,
         service_environment(settings),
+        inherit_settings=False,
     )
     approver = AutoApprover(settings)
     try:
-        services.start()
+        services.start(timeout=90.0)
         approver.start()
         progress(f"services ready in {time.monotonic() - began:.1f}s; {config.kills} kills to go")
         bad = _under_kills(
@@ -138,7 +140,7 @@ def run_chaos(
 def _under_kills(
     settings: Settings,
     *,
-    services: ServiceSet,
+    services: ServiceSupervisor,
     inputs: list[AgentInput],
     config: ChaosConfig,
     report: ChaosReport,
@@ -174,7 +176,7 @@ def _under_kills(
 def _settle(
     settings: Settings,
     *,
-    services: ServiceSet,
+    services: ServiceSupervisor,
     runs: int,
     schema: str,
     config: ChaosConfig,

@@ -67,10 +67,10 @@ def questions(
     return found
 
 
-def stamped_now(event: AgentInput) -> AgentInput:
-    """The input as sent now: the workers stamp results with their clock, and a run's deadline
-    counts from its input."""
-    envelope = event.envelope.model_copy(update={"occurred_at": datetime.now(UTC)})
+def stamped_now(event: AgentInput, at: datetime | None = None) -> AgentInput:
+    """The input as sent now (or at ``at``): the workers stamp results with their clock, and a
+    run's deadline counts from its input."""
+    envelope = event.envelope.model_copy(update={"occurred_at": at or datetime.now(UTC)})
     return event.model_copy(update={"envelope": envelope})
 
 

@@ -190,7 +190,17 @@ app.command("chaos")(cmd_chaos.chaos)
 app.command("soak")(cmd_soak.soak)
 app.command("console")(cmd_console.console)
 app.command("bench")(cmd_bench.bench)
-_MetricsPort = cmd_console.MetricsPortOption
+
+#: ``--metrics-port`` of every long-running service.
+_MetricsPort = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=65535,
+        help="Serve /metrics, /healthz and /readyz on this port (0: a free one, logged); "
+        "default AGENTSTREAM_METRICS_PORT, else off.",
+    ),
+]
 
 
 @topics_app.command("ensure")
@@ -556,66 +566,11 @@ def projections_rebuild(
     batch_size: Annotated[int, typer.Option(min=1, max=100_000)] = 5000,
 ) -> None:
     """Rebuild the read models from the topics, check them against the live ones, swap."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from agentstream.projections.projector import tune_for_batches
-    from agentstream.projections.rebuild import rebuild
 
     settings = load_settings()
     tune_for_batches()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        "{task.fields[rate]}",
-        TimeElapsedColumn(),
-        console=err,
-    ) as progress:
-        task = progress.add_task("rebuilding", total=None, rate="")
-        began = time.monotonic()
-
-        def advance(done: int, total: int) -> None:
-            rate = done / max(time.monotonic() - began, 1e-6)
-            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} events/s")
-
-        report = rebuild(
-            settings, schema=schema, swap=swap, batch_size=batch_size, on_progress=advance
-        )
-    table = Table(title=f"schema {schema}: live vs rebuilt")
-    for column in ("table", "rows (live)", "rows (rebuilt)", "md5 (live)", "md5 (rebuilt)", ""):
-        table.add_column(column)
-    for name, rebuilt in report.rebuilt.items():
-        live = report.live.get(name) if report.live else None
-        table.add_row(
-            name,
-            str(live.rows) if live else "-",
-            str(rebuilt.rows),
-            live.md5[:12] if live else "-",
-            rebuilt.md5[:12],
-            "" if live is None else ("equal" if live == rebuilt else "DIFFERENT"),
-        )
-    out.print(table)
-    out.print(
-        f"rebuilt {report.records} records in {report.seconds:.1f}s ({report.rate:,.0f} events/s)"
-    )
-    if report.live is None:
-        out.print("no live projection to compare with")
-    elif report.live_behind:
-        out.print(
-            f"not compared: the live projection is behind the topics on "
-            f"{len(report.live_behind)} partition(s) (is its projector running?)"
-        )
-    elif report.equal:
-        out.print("check passed: the live tables equal the rebuild")
-    else:
-        out.print(f"check FAILED: the live tables differ in {', '.join(report.differing())}")
-    out.print(
-        f"swapped: schema {schema} now holds the rebuild"
-        if report.swapped
-        else f"not swapped: the rebuild stays in schema {report.shadow}"
-    )
-    if report.equal is False:
-        raise typer.Exit(1)
+    cmd_replay.rebuild_all(settings, schema, swap, batch_size)
 
 
 def main() -> None:

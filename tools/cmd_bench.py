@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -24,9 +24,6 @@ from rich.progress import (
 from agentstream.streams.settings import load_settings
 from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC
-
-if TYPE_CHECKING:
-    pass
 
 _ENDPOINTS = (
     "AGENTSTREAM_BOOTSTRAP_SERVERS",

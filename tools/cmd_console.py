@@ -6,17 +6,6 @@ from typing import Annotated
 
 import typer
 
-#: ``--metrics-port`` of every long-running service (registered in cli.py).
-MetricsPortOption = Annotated[
-    int | None,
-    typer.Option(
-        min=0,
-        max=65535,
-        help="Serve /metrics, /healthz and /readyz on this port (0: a free one, logged); "
-        "default AGENTSTREAM_METRICS_PORT, else off.",
-    ),
-]
-
 
 def console(
     host: Annotated[

@@ -4,6 +4,7 @@ letters, copy topics. The logic lives in projections/replay_window.py and tools/
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 import typer
@@ -12,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agentstream.schemas.errors import ConfigurationError
-from agentstream.streams.settings import load_settings
+from agentstream.streams.settings import Settings, load_settings
 from agentstream.streams.topics import TOPICS
 from agentstream.tools.loading import DEFAULT_SPEC, load_spec
 from agentstream.tools.replay_progress import parse_moment, parse_window, tracking
@@ -80,7 +81,7 @@ def replay_projections(
     )
     tune_for_batches()
     if not window.bounded:
-        _full_rebuild(schema, swap, batch_size)
+        rebuild_all(settings, schema, swap, batch_size)
         return
     from agentstream.projections.replay_window import project_window
 
@@ -107,30 +108,65 @@ def replay_projections(
     )
 
 
-def _full_rebuild(schema: str, swap: bool, batch_size: int) -> None:
+def rebuild_all(settings: Settings, schema: str, swap: bool, batch_size: int) -> None:
+    """The whole history into a shadow schema, compared with the live tables, swapped in (with
+    ``swap``); exits 1 when the live tables differ."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
     from agentstream.projections.rebuild import rebuild
 
-    with tracking(err) as tracker:
-        advance = tracker.start("rebuilding", None)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        "{task.fields[rate]}",
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task("rebuilding", total=None, rate="")
+        began = time.monotonic()
+
+        def advance(done: int, total: int) -> None:
+            rate = done / max(time.monotonic() - began, 1e-6)
+            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} events/s")
+
         report = rebuild(
-            load_settings(),
-            schema=schema,
-            swap=swap,
-            batch_size=batch_size,
-            on_progress=lambda done, _total: advance(done),
+            settings, schema=schema, swap=swap, batch_size=batch_size, on_progress=advance
         )
-    verdict = "not compared (no live projection, or it is behind)"
-    if report.equal is not None:
-        verdict = "equal to" if report.equal else "DIFFERENT from"
-        verdict += " the live tables"
+    table = Table(title=f"schema {schema}: live vs rebuilt")
+    for column in ("table", "rows (live)", "rows (rebuilt)", "md5 (live)", "md5 (rebuilt)", ""):
+        table.add_column(column)
+    for name, rebuilt in report.rebuilt.items():
+        live = report.live.get(name) if report.live else None
+        table.add_row(
+            name,
+            str(live.rows) if live else "-",
+            str(rebuilt.rows),
+            live.md5[:12] if live else "-",
+            rebuilt.md5[:12],
+            "" if live is None else ("equal" if live == rebuilt else "DIFFERENT"),
+        )
+    out.print(table)
     out.print(
-        f"rebuilt {report.records} records in {report.seconds:.1f}s "
-        f"({report.rate:,.0f} events/s): "
-        + verdict
-        + ("; swapped in" if report.swapped else f"; kept in schema {report.shadow}")
+        f"rebuilt {report.records} records in {report.seconds:.1f}s ({report.rate:,.0f} events/s)"
+    )
+    if report.live is None:
+        out.print("no live projection to compare with")
+    elif report.live_behind:
+        out.print(
+            f"not compared: the live projection is behind the topics on "
+            f"{len(report.live_behind)} partition(s) (is its projector running?)"
+        )
+    elif report.equal:
+        out.print("check passed: the live tables equal the rebuild")
+    else:
+        out.print(f"check FAILED: the live tables differ in {', '.join(report.differing())}")
+    out.print(
+        f"swapped: schema {schema} now holds the rebuild"
+        if report.swapped
+        else f"not swapped: the rebuild stays in schema {report.shadow}"
     )
     if report.equal is False:
-        out.print(f"differing tables: {', '.join(report.differing())}")
         raise typer.Exit(1)
 
 

@@ -117,6 +117,7 @@ def _produce(
     timestamp: int | None,
     on_delivery: Callable[[KafkaError | None, Message], None],
 ) -> None:
+    deadline = time.monotonic() + 60
     while True:
         try:
             producer.produce(
@@ -131,7 +132,13 @@ def _produce(
             )
             return
         except BufferError:
-            producer.poll(0.1)  # the local queue is full: let acknowledgements drain it
+            # The local queue is full: let acknowledgements drain it, for a while.
+            if time.monotonic() > deadline:
+                raise DeliveryError(
+                    f"the producer queue to {topic} stayed full for 60 s",
+                    hint="is the destination cluster up? run the copy again into a fresh prefix",
+                ) from None
+            producer.poll(0.1)
 
 
 def _prepare_destination(dest: Settings, counts: dict[str, int], names: dict[str, str]) -> None:

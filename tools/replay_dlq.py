@@ -9,16 +9,13 @@ redriven record fails again, the new dead letter has a new id and can be redrive
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from confluent_kafka import KafkaError, Message, Producer
-
-from agentstream.schemas.errors import DeliveryError
 from agentstream.schemas.events import DeadLetter
-from agentstream.streams.producer import Delivery, message_headers
+from agentstream.streams.producer import AgentStreamProducer, Delivery, Headers, message_headers
 from agentstream.streams.replay_reader import (
     NoTracker,
     Span,
@@ -155,45 +152,27 @@ def redrive(
     acknowledgement (DeliveryError if one fails)."""
     tracker = tracker or NoTracker()
     progress = tracker.start("redriving", len(letters))
-    producer = Producer(
-        {**settings.kafka_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5}
-    )
-    futures: list[Future[Delivery]] = []
-    for found in letters:
-        letter = found.letter
-        headers: list[tuple[str, str | bytes | None]] = [
-            (h.key, h.value) for h in letter.original_headers if h.key != REDRIVEN_FROM
-        ]
-        headers.append((REDRIVEN_FROM, letter.dead_letter_id.encode()))
-        future: Future[Delivery] = Future()
-        producer.produce(
-            letter.original_topic,
-            value=letter.original_value,
-            key=letter.original_key,
-            partition=letter.original_partition,
-            headers=headers,
-            on_delivery=_resolver(future, letter.original_topic),
-        )
-        futures.append(future)
-        producer.poll(0)
-    remaining = producer.flush(30)
-    if remaining:
-        raise DeliveryError(f"{remaining} redriven record(s) unacknowledged after 30s")
+    with AgentStreamProducer(settings) as producer:
+        futures: list[Future[Delivery]] = []
+        for found in letters:
+            letter = found.letter
+            headers: Headers = [
+                (h.key, h.value) for h in letter.original_headers if h.key != REDRIVEN_FROM
+            ]
+            headers.append((REDRIVEN_FROM, letter.dead_letter_id.encode()))
+            futures.append(
+                producer.produce_raw(
+                    letter.original_topic,
+                    letter.original_key,
+                    letter.original_value,
+                    headers,
+                    partition=letter.original_partition,
+                )
+            )
+        producer.flush(30)
     deliveries = [f.result(0) for f in futures]
     progress(len(deliveries))
     return deliveries
-
-
-def _resolver(future: Future[Delivery], topic: str) -> Callable[[KafkaError | None, Message], None]:
-    def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            future.set_exception(DeliveryError(f"redrive to {topic} failed: {err}"))
-        else:
-            future.set_result(
-                Delivery(msg.topic() or topic, msg.partition() or 0, msg.offset() or 0)
-            )
-
-    return on_delivery
 
 
 def _size(spans: Sequence[Span]) -> int:

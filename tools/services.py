@@ -7,6 +7,7 @@ its parent, and is restarted if it crashes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -40,12 +41,17 @@ class Service:
         self.restarts = 0
         self._log_offset = 0
 
+    @property
+    def name(self) -> str:
+        return self.command.name
+
     def start(self) -> None:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = [sys.executable, "-m", "agentstream.tools.cli", *self.command.args]
         self.proc = stack_process.spawn(argv, log_path=self.log_path, env=self.env)
 
     def is_ready(self) -> bool:
+        """Whether the current incarnation logged its ready line."""
         try:
             with self.log_path.open("rb") as log_file:
                 log_file.seek(self._log_offset)
@@ -53,16 +59,59 @@ class Service:
         except OSError:
             return False
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            stack_process.stop(self.proc, sig=signal.SIGTERM, timeout=20)
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        assert self.proc is not None, "start() first"
+        stack_process.wait_until(
+            self.is_ready,
+            proc=self.proc,
+            what=f"the {self.name}",
+            log_path=self.log_path,
+            timeout=timeout,
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the service's process group, as a crash would."""
+        if self.alive():
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time; its exit code."""
+        if self.proc is None:
+            return None
+        stack_process.stop(self.proc, sig=signal.SIGTERM, timeout=20)
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 20) -> str:
+        return stack_process.log_tail(self.log_path, lines)
 
 
 class ServiceSupervisor:
-    """Starts services, waits until each is ready, restarts crashed ones, stops them all."""
+    """Starts services, waits until each is ready, restarts crashed ones, stops them all.
 
-    def __init__(self, commands: list[ServiceCommand], workdir: Path, env: dict[str, str]) -> None:
-        full_env = {**os.environ, **env, "AGENTSTREAM_LOG_FORMAT": "json"}
+    ``inherit_settings=False`` keeps this process's own ``AGENTSTREAM_*`` variables from the
+    services, so ``env`` alone configures them.
+    """
+
+    def __init__(
+        self,
+        commands: list[ServiceCommand],
+        workdir: Path,
+        env: dict[str, str],
+        *,
+        inherit_settings: bool = True,
+    ) -> None:
+        inherited = {
+            k: v
+            for k, v in os.environ.items()
+            if inherit_settings or not k.startswith("AGENTSTREAM_")
+        }
+        full_env = {**inherited, **env, "AGENTSTREAM_LOG_FORMAT": "json"}
         self.services = [Service(c, workdir, full_env) for c in commands]
 
     def start(self, timeout: float = 60.0) -> None:
@@ -70,34 +119,35 @@ class ServiceSupervisor:
             service.start()
         deadline = time.monotonic() + timeout
         for service in self.services:
-            assert service.proc is not None
-            stack_process.wait_until(
-                service.is_ready,
-                proc=service.proc,
-                what=f"the {service.command.name}",
-                log_path=service.log_path,
-                timeout=max(1.0, deadline - time.monotonic()),
-            )
+            service.wait_ready(max(1.0, deadline - time.monotonic()))
 
     def check(self) -> None:
         """Restart any service that exited; give up on one that keeps crashing."""
         for service in self.services:
-            if service.proc is None or service.proc.poll() is None:
+            if service.proc is None or service.alive():
                 continue
             if service.restarts >= 5:
                 raise EmbeddedStackError(
-                    f"the {service.command.name} keeps crashing:\n"
+                    f"the {service.name} keeps crashing:\n"
                     f"{stack_process.log_tail(service.log_path)}"
                 )
             log.warning(
-                "service_restarted", service=service.command.name, exit_code=service.proc.returncode
+                "service_restarted", service=service.name, exit_code=service.proc.returncode
             )
             service.restarts += 1
             service.start()
 
+    def check_alive(self) -> None:
+        """Fail on any service that exited (where a restart would hide a crash)."""
+        for service in self.services:
+            if not service.alive():
+                raise EmbeddedStackError(
+                    f"the {service.name} exited on its own:\n{service.log_tail()}"
+                )
+
     def pids(self) -> list[int]:
         return [s.proc.pid for s in self.services if s.proc is not None]
 
-    def stop(self) -> None:
-        for service in reversed(self.services):
-            service.stop()
+    def stop(self) -> dict[str, int | None]:
+        """SIGTERM each, in the reverse of the start order; their exit codes."""
+        return {s.name: s.stop() for s in reversed(self.services)}

@@ -15,7 +15,7 @@ from agentstream.schemas.events import AvroRecord, RunCompleted, RunFailed
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import OUTCOMES, ensure_topics
-from agentstream.tools.chaos_services import ServiceSet, reliability_services, service_environment
+from agentstream.tools.chaos_services import reliability_services, service_environment
 from agentstream.tools.chaos_workload import (
     AutoApprover,
     TopicFollower,
@@ -23,6 +23,7 @@ from agentstream.tools.chaos_workload import (
     stamped_now,
 )
 from agentstream.tools.loading import DEFAULT_SPEC
+from agentstream.tools.services import ServiceSupervisor
 from agentstream.tools.soak_memory import MemoryVerdict, rss_mb, verdict
 
 
@@ -97,16 +98,17 @@ def run_soak(
     ensure_topics(settings)
     migrate(settings.require_database_url(), schema)
     report = SoakReport(config)
-    services = ServiceSet(
+    services = ServiceSupervisor(
         reliability_services(config.spec, settings.topic_prefix or "soak.", schema),
         workdir,
         service_environment(settings),
+        inherit_settings=False,
     )
     approver = AutoApprover(settings)
     counter = OutcomeCounter(settings)
     began = time.monotonic()
     try:
-        services.start()
+        services.start(timeout=90.0)
         approver.start()
         counter.start()
         report.sent = _steady_load(
@@ -143,7 +145,7 @@ def run_soak(
 def _steady_load(
     settings: Settings,
     *,
-    services: ServiceSet,
+    services: ServiceSupervisor,
     counter: OutcomeCounter,
     config: SoakConfig,
     report: SoakReport,

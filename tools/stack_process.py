@@ -46,7 +46,6 @@ def spawn(
     env: dict[str, str] | None = None,
     user: str | None = None,
     death_signal: int = signal.SIGTERM,
-    cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` with output to ``log_path``; it dies with this process."""
     with log_path.open("ab") as log:
@@ -57,7 +56,6 @@ def spawn(
             stderr=subprocess.STDOUT,
             env=env,
             user=user,
-            cwd=cwd,
             start_new_session=True,
             # preexec runs after the uid switch, which would otherwise clear the death signal
             preexec_fn=_die_with_parent(death_signal),  # noqa: PLW1509 - only calls prctl

@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 FIGURES = {
     "processor_transitions_per_s",
     "faust_baseline_events_per_s",

@@ -258,7 +258,7 @@ def test_projections_from_a_time_window_and_in_full(
 
 def produce_one_by_one(settings: Settings, events: list[Event]) -> None:
     # One record per batch: the embedded broker's high watermark can stop short of the last
-    # records of a batch, and projections/rebuild.py ends its read at the high watermark.
+    # records of a batch, and the replay's planned sizes come from watermarks.
     with AgentStreamProducer(settings) as producer:
         for event in events:
             producer.send(event)

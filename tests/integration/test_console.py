@@ -32,10 +32,10 @@ from agentstream.schemas.events import (
     ToolCallCompleted,
 )
 from agentstream.streams import tracing
-from agentstream.streams.health import free_port
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import TOPICS, ensure_topics
 from agentstream.tools.console_app import Console, create_console_app
+from agentstream.tools.stack_process import free_loopback_port
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     ensure_topics(isolated)
     migrate(isolated.require_database_url(), prefix)
     logs = tmp_path_factory.mktemp("console-logs")
-    ports = {name: free_port() for name in ("tools", "models")}
+    ports = {name: free_loopback_port() for name in ("tools", "models")}
 
     def service(name: str, *args: str) -> ServiceProcess:
         return ServiceProcess([*args, "--group", f"{prefix}-{name}"], isolated, logs, name)

@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentstream.schemas.events import Event
 from agentstream.streams.engine import PROCESSOR_INPUTS
-from agentstream.streams.health import free_port
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import (
@@ -29,6 +28,7 @@ from agentstream.streams.topics import (
     TopicSpec,
     ensure_topics,
 )
+from agentstream.tools.stack_process import free_loopback_port
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +72,7 @@ def test_processor_metrics_match_the_events_on_the_topics(
 ) -> None:
     isolated = settings.model_copy(update={"topic_prefix": f"m{uuid.uuid4().hex[:6]}."})
     ensure_topics(isolated)
-    port = free_port()
+    port = free_loopback_port()
     url = f"http://127.0.0.1:{port}"
     args = ["processor", "run", "--spec", "world:support_spec", "--metrics-port", str(port)]
     texts = ["where is my order", "refund please", "hello"]

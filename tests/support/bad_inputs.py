@@ -49,6 +49,7 @@ from agentstream.streams.topics import (
     TOOL_RESULTS,
     TopicSpec,
 )
+from agentstream.tools.chaos_workload import stamped_now
 
 SQL_TEXT = 'Robert\'); DROP TABLE agents; -- and "runs" too; SELECT pg_sleep(30);'
 NUL_TEXT = "before\x00after, where is o-1001?"
@@ -132,9 +133,7 @@ class Corpus:
 
 
 def now_input(agent: str, text: str, at: datetime | None = None) -> AgentInput:
-    event = agent_input(agent, text)
-    stamped = event.envelope.model_copy(update={"occurred_at": at or datetime.now(UTC)})
-    return event.model_copy(update={"envelope": stamped})
+    return stamped_now(agent_input(agent, text), at)
 
 
 def _framed(schema_id: int, body: bytes) -> bytes:

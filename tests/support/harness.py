@@ -273,8 +273,6 @@ class ServiceProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                # Faust workers create a data directory where they run: not in the checkout
-                cwd=self.log_path.parent,
             )
 
     def kill(self) -> None:

@@ -5,7 +5,6 @@ request it got, so a test can check what the client sent."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections import deque
@@ -18,6 +17,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from agentstream.tools.stack_process import free_loopback_port
 
 
 @dataclass
@@ -58,17 +59,10 @@ def error(status: int, message: str) -> tuple[int, dict[str, Any]]:
     return status, {"error": {"message": message, "type": "server_error"}}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class OpenAIStub:
     def __init__(self) -> None:
         self.state = StubState()
-        self.port = _free_port()
+        self.port = free_loopback_port()
         app = Starlette(routes=[Route("/v1/chat/completions", self._complete, methods=["POST"])])
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self._server = uvicorn.Server(config)

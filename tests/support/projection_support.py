@@ -3,13 +3,11 @@ writer, waiting for a projector to catch up with the topics, and snapshots of wh
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
 from histories import Placed
 from psycopg import sql
 
@@ -18,11 +16,11 @@ from agentstream.projections.audit import SourcedEvent
 from agentstream.projections.checksums import TableChecksum, table_checksums
 from agentstream.projections.database import connect
 from agentstream.projections.migrate import migrate
-from agentstream.projections.projector import PROJECTED_TOPICS
 from agentstream.projections.queries import AgentRow, get_agent, projection_position
 from agentstream.projections.writer import ApplyResult, Batch, BatchWriter
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.settings import Settings
+from agentstream.tools.chaos_checks import wait_projection_caught_up
 
 Position = dict[tuple[str, int], int]
 
@@ -120,41 +118,12 @@ def assert_row_matches_state(row: AgentRow, state: AgentState | None) -> None:
     assert shown == expected, f"{row.agent_id}: agents row {shown} != folded state {expected}"
 
 
-def topic_ends(settings: Settings) -> Position:
-    """The end offset of every partition of every projected topic."""
-    consumer = Consumer(
-        {**settings.kafka_config(), "group.id": f"ends-{uuid.uuid4()}", "enable.auto.commit": False}
-    )
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        ends: Position = {}
-        for spec in PROJECTED_TOPICS:
-            topic = settings.topic(spec.name)
-            for partition in metadata.topics[topic].partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-                ends[(topic, partition)] = high
-        return ends
-    finally:
-        consumer.close()
-
-
-def wait_caught_up(
-    settings: Settings, database_url: str, schema: str, timeout: float = 90
-) -> Position:
+def wait_caught_up(settings: Settings, database_url: str, schema: str, timeout: float = 90) -> None:
     """Wait until the projection's offsets reach the end of every topic (twice in a row, so a
     stream still flowing does not count)."""
-    deadline = time.monotonic() + timeout
-    previous: Position | None = None
-    while time.monotonic() < deadline:
-        ends = topic_ends(settings)
-        with connect(database_url, schema, autocommit=True) as conn:
-            stored = projection_position(conn)
-        caught_up = all(stored.get(key, 0) >= end for key, end in ends.items() if end > 0)
-        if caught_up and ends == previous:
-            return ends
-        previous = ends if caught_up else None
-        time.sleep(0.3)
-    raise AssertionError(f"the projection of {schema} did not catch up in {timeout}s")
+    at = settings.model_copy(update={"database_url": database_url})
+    if not wait_projection_caught_up(at, schema, timeout):
+        raise AssertionError(f"the projection of {schema} did not catch up in {timeout}s")
 
 
 def produce(settings: Settings, placed: Iterable[Placed]) -> int:
