@@ -113,5 +113,5 @@ def worker_app(
     options.update(overrides)
     app = faust.App(app_id, **options)
     # Before anything touches app.transport (app.topic does), so every consumer is ours.
-    app.transport = Transport(app.conf.broker_consumer, app)
+    app.transport = Transport(app.conf.broker_consumer, app, fetch_wait_ms=settings.fetch_wait_ms)
     return app

@@ -206,7 +206,7 @@ class ProcessorEngine:
                 "partition.assignment.strategy": "cooperative-sticky",
                 # librdkafka waits up to 500 ms for a fetch to fill; each agent step is a hop
                 # through the processor, so that wait would dominate a run's latency.
-                "fetch.wait.max.ms": 20,
+                "fetch.wait.max.ms": settings.fetch_wait_ms,
                 # Lag per partition for /metrics and /readyz, parsed on the polling thread.
                 "statistics.interval.ms": 2000,
                 "stats_cb": metrics.lag_from_statistics("processor", self.readiness.update_lag),

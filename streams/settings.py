@@ -55,6 +55,15 @@ class Settings(BaseSettings):
         "embedded broker, read_committed readers never see transactional writes. Correctness "
         "never depends on it",
     )
+    fetch_wait_ms: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="Longest a processor or worker fetch waits for records. The embedded broker "
+        "answers a waiting fetch only at this deadline, even when records arrive (measured), so "
+        "it adds up to this much to every hop of a run; shorter costs idle fetches (on Apache "
+        "Kafka a fetch returns as soon as records arrive, and only the idle cost remains)",
+    )
     partitions: int = Field(default=6, ge=1, le=10000, description="Partitions per agent topic")
     replication_factor: int = Field(default=1, ge=1, le=7)
     topic_prefix: str = ""

@@ -29,6 +29,9 @@ from agentstream.tools.services import ServiceCommand, ServiceSupervisor
 class LatencyFigures:
     offered_per_s: float
     achieved_per_s: float
+    #: runs ended per second, from the first input sent to the last outcome consumed: below the
+    #: offered rate, the services were saturated and the latencies are queueing
+    completed_per_s: float
     runs: int
     completed: int
     failed: int
@@ -94,6 +97,7 @@ class _Outcomes:
         self.serde = serde
         self.sent: dict[str, float] = {}
         self.latencies: dict[str, float] = {}
+        self.last_ended = 0.0
         self.failed = 0
         self._stop = threading.Event()
         self._consumer = Consumer(
@@ -116,7 +120,10 @@ class _Outcomes:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for msg in self._consumer.consume(1000, 0.05):
+            # What is fetched already, else a wait for the first record only: a batch call
+            # waits out its whole timeout unless the batch fills, which would count as latency.
+            messages = self._consumer.consume(1000, 0) or self._consumer.consume(1, 0.05)
+            for msg in messages:
                 if msg.error() is not None:
                     continue
                 now = time.perf_counter()
@@ -127,6 +134,7 @@ class _Outcomes:
                 began = self.sent.get(key)
                 if began is not None and key not in self.latencies:
                     self.latencies[key] = now - began
+                    self.last_ended = max(self.last_ended, now)
                     if isinstance(outcome, RunFailed):
                         self.failed += 1
 
@@ -224,6 +232,7 @@ def measure(
             settings, serde, outcomes, count=count, rate=rate, tag=tag, on_progress=on_progress
         )
         keys = list(outcomes.sent)
+        first_sent = min(outcomes.sent.values())
         _await(outcomes, keys, 60.0)
     finally:
         outcomes.close()
@@ -234,6 +243,7 @@ def measure(
     return LatencyFigures(
         offered_per_s=rate,
         achieved_per_s=count / offered,
+        completed_per_s=len(samples) / max(outcomes.last_ended - first_sent, 1e-9),
         runs=len(keys),
         completed=len(samples) - outcomes.failed,
         failed=outcomes.failed,

@@ -178,6 +178,13 @@ def table(report: Report) -> Table:
             verdict(f"latency_{q}_ms"),
         )
     grid.add_row(
+        f"runs ended per second at {offered:g} offered",
+        _rate(f.get("latency_completed_runs_per_s")),
+        "",
+        "",
+        "saturated" if f.get("latency_completed_runs_per_s", 0) < 0.95 * offered else "kept up",
+    )
+    grid.add_row(
         "dev up (stack + services) to ready",
         f"{f.get('dev_up_ready_s', 0):.1f} s",
         f"stack alone {f.get('stack_ready_s', 0):.1f} s",

@@ -73,6 +73,7 @@ def latency(report: Report, settings: Settings, progress: Progress) -> None:
         latency_p99_ms=lat.p99_ms,
         latency_max_ms=lat.max_ms,
         latency_achieved_runs_per_s=lat.achieved_per_s,
+        latency_completed_runs_per_s=lat.completed_per_s,
     )
     report.details["latency_runs"] = {
         "runs": lat.runs,

@@ -32,6 +32,7 @@ FIGURES = {
     "latency_p99_ms",
     "latency_max_ms",
     "latency_achieved_runs_per_s",
+    "latency_completed_runs_per_s",
     "dev_up_ready_s",
     "stack_ready_s",
 }
