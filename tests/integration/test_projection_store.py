@@ -377,3 +377,25 @@ def test_state_at_a_point_in_time_equals_what_agents_showed(
     assert {row.status for row in first.agents.values()} == {"idle", "awaiting_approval"}
     assert {row.runs_completed for row in second.agents.values()} == {2}
     assert {row.status for row in second.agents.values()} == {"idle"}
+
+
+def test_checksums_tell_a_changed_payload_or_column(
+    database_url: str, schema: str, feed: DirectFeed
+) -> None:
+    feed.feed(histories(3))
+    before = checksums(database_url, schema)
+    with connect(database_url, schema) as conn:
+        # the payload is hashed as jsonb, apart from the rest of the row: a change must show
+        conn.execute("ALTER TABLE agent_events DISABLE TRIGGER USER")
+        conn.execute(
+            "UPDATE agent_events SET payload = payload || '{\"extra\": 1}'"
+            " WHERE event_id = (SELECT min(event_id) FROM agent_events)"
+        )
+        conn.execute("ALTER TABLE agent_events ENABLE TRIGGER USER")
+        conn.execute(
+            "UPDATE runs SET steps = steps + 1 WHERE run_id = (SELECT min(run_id) FROM runs)"
+        )
+        conn.commit()
+    after = checksums(database_url, schema)
+    assert {t for t in before if before[t] != after[t]} == {"agent_events", "runs"}
+    assert after["agent_events"].rows == before["agent_events"].rows
