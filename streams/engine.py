@@ -182,7 +182,9 @@ class ProcessorEngine:
                 **settings.kafka_config(),
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 5,
+                # Each batch is flushed as soon as it is produced, so lingering buys no larger
+                # requests, only later acks (measured at 100 runs/s: 27 -> 20 ms per hop, p50).
+                "linger.ms": 0,
                 "partitioner": "murmur2_random",
                 "queue.buffering.max.messages": 500_000,
                 # A stable transactional id fences a zombie twin of a static member.

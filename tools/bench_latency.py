@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from agentstream.schemas.errors import EmbeddedStackError
 from agentstream.schemas.events import RunCompleted, RunFailed
@@ -148,6 +148,7 @@ def _offer(
     settings: Settings,
     serde: EventSerde,
     outcomes: _Outcomes,
+    sender: Producer,
     *,
     count: int,
     rate: float,
@@ -156,7 +157,6 @@ def _offer(
 ) -> float:
     """Produce ``count`` inputs at ``rate`` per second (one new agent each); the seconds taken."""
     topic = settings.topic(INPUTS.name)
-    sender = producer(settings, **{"linger.ms": 1})
     rng = random.Random(5)
     began = time.perf_counter()
     for i in range(count):
@@ -206,6 +206,9 @@ def measure(
     serde = EventSerde(registry_client(settings.require_schema_registry_url()))
     supervisor = ServiceSupervisor(services(tag), workdir, env)
     outcomes = _Outcomes(settings, serde)
+    # One producer for the warm-up and the measured runs: a new one holds its first records
+    # until it has connected (measured: the first inputs waited up to half a second).
+    sender = producer(settings, **{"linger.ms": 1})
     try:
         try:
             supervisor.start(timeout=startup_timeout)
@@ -216,7 +219,7 @@ def measure(
             supervisor = ServiceSupervisor(services(f"{tag}-again"), workdir, env)
             supervisor.start(timeout=startup_timeout)
         # Until every group has joined, the first runs wait for it: warm up apart.
-        warm = _offer(settings, serde, outcomes, count=20, rate=20.0, tag=f"{tag}-warm")
+        warm = _offer(settings, serde, outcomes, sender, count=20, rate=20.0, tag=f"{tag}-warm")
         _await(outcomes, list(outcomes.sent), startup_timeout)
         if len(outcomes.latencies) < len(outcomes.sent):
             supervisor.check()
@@ -229,7 +232,14 @@ def measure(
         outcomes.failed = 0
         count = max(1, int(rate * seconds))
         offered = _offer(
-            settings, serde, outcomes, count=count, rate=rate, tag=tag, on_progress=on_progress
+            settings,
+            serde,
+            outcomes,
+            sender,
+            count=count,
+            rate=rate,
+            tag=tag,
+            on_progress=on_progress,
         )
         keys = list(outcomes.sent)
         first_sent = min(outcomes.sent.values())
