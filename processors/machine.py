@@ -22,6 +22,7 @@ from agentstream.processors.state import (
     PendingTool,
     QueuedInput,
     RunState,
+    evolve,
 )
 from agentstream.schemas.events import (
     AgentInput,
@@ -115,13 +116,12 @@ def transition(state: AgentState | None, event: Event, spec: AgentSpec) -> Decis
     except _Rejected as rejected:
         return Decision(state, rejection=rejected.rejection)
     recent = (*new_state.recent_event_ids, envelope.event_id)[-DEDUPE_WINDOW:]
-    new_state = new_state.model_copy(
-        update={
-            "version": state.version + 1,
-            "recent_event_ids": recent,
-            "last_event_id": envelope.event_id,
-            "updated_at": envelope.occurred_at,
-        }
+    new_state = evolve(
+        new_state,
+        version=state.version + 1,
+        recent_event_ids=recent,
+        last_event_id=envelope.event_id,
+        updated_at=envelope.occurred_at,
     )
     return Decision(new_state, tuple(step.emits))
 
@@ -188,9 +188,9 @@ def _on_input(state: AgentState, event: AgentInput, step: _Step) -> AgentState:
             f"the run passed its deadline {run.deadline_at.isoformat()}",
         )
     if state.run is not None:
-        return state.model_copy(update={"queue": (*state.queue, queued)})
+        return evolve(state, queue=(*state.queue, queued))
     if state.queue:  # older inputs go first
-        state = state.model_copy(update={"queue": (*state.queue, queued)})
+        state = evolve(state, queue=(*state.queue, queued))
         return _start_next(state, step)
     return _start_run(state, queued, step)
 
@@ -205,14 +205,14 @@ def _start_run(state: AgentState, queued: QueuedInput, step: _Step) -> AgentStat
         deadline_at=started + timedelta(seconds=step.spec.budgets.run_deadline_s),
         messages=(ChatMessage(role="user", content=queued.text),),
     )
-    return _request_model(state.model_copy(update={"run": run}), run, step)
+    return _request_model(evolve(state, run=run), run, step)
 
 
 def _start_next(state: AgentState, step: _Step) -> AgentState:
     if not state.queue:
         return state
     head, *rest = state.queue
-    return _start_run(state.model_copy(update={"queue": tuple(rest)}), head, step)
+    return _start_run(evolve(state, queue=tuple(rest)), head, step)
 
 
 def _request_model(state: AgentState, run: RunState, step: _Step) -> AgentState:
@@ -242,8 +242,8 @@ def _request_model(state: AgentState, run: RunState, step: _Step) -> AgentState:
             fallback_model=model.fallback_name,
         )
     )
-    run = run.model_copy(update={"steps": run.steps + 1, "pending_model_call": call_id})
-    return state.model_copy(update={"run": run})
+    run = evolve(run, steps=run.steps + 1, pending_model_call=call_id)
+    return evolve(state, run=run)
 
 
 def _check_model_call(run: RunState, call_id: str) -> None:
@@ -265,18 +265,17 @@ def _on_model_completed(
         }
         for i in event.tool_calls
     )
-    run = run.model_copy(
-        update={
-            "usage": run.usage + event.usage,
-            "pending_model_call": None,
-            "finished_calls": (*run.finished_calls, event.call_id),
-            "messages": (
-                *run.messages,
-                ChatMessage(role="assistant", content=event.content, tool_calls=tool_calls),
-            ),
-        }
+    run = evolve(
+        run,
+        usage=run.usage + event.usage,
+        pending_model_call=None,
+        finished_calls=(*run.finished_calls, event.call_id),
+        messages=(
+            *run.messages,
+            ChatMessage(role="assistant", content=event.content, tool_calls=tool_calls),
+        ),
     )
-    state = state.model_copy(update={"run": run})
+    state = evolve(state, run=run)
     if run.usage.total > budgets.max_tokens:
         return _fail_run(
             state,
@@ -329,14 +328,13 @@ def _on_model_completed(
             if gated
             else _tool_request(state, run, step, planned)
         )
-    run = run.model_copy(
-        update={
-            "pending_tools": tuple(pending),
-            "tool_results": tuple(immediate),
-            "tool_calls": run.tool_calls + len(event.tool_calls),
-        }
+    run = evolve(
+        run,
+        pending_tools=tuple(pending),
+        tool_results=tuple(immediate),
+        tool_calls=run.tool_calls + len(event.tool_calls),
     )
-    state = state.model_copy(update={"run": run})
+    state = evolve(state, run=run)
     return _after_tool_step(state, run, step)
 
 
@@ -393,14 +391,13 @@ def _tool_message(tool_call_id: str, tool: str, content: object) -> ChatMessage:
 def _resolve(
     state: AgentState, run: RunState, pending: PendingTool, message: ChatMessage, step: _Step
 ) -> AgentState:
-    run = run.model_copy(
-        update={
-            "pending_tools": tuple(p for p in run.pending_tools if p.call_id != pending.call_id),
-            "tool_results": (*run.tool_results, message),
-            "finished_calls": (*run.finished_calls, pending.call_id),
-        }
+    run = evolve(
+        run,
+        pending_tools=tuple(p for p in run.pending_tools if p.call_id != pending.call_id),
+        tool_results=(*run.tool_results, message),
+        finished_calls=(*run.finished_calls, pending.call_id),
     )
-    return _after_tool_step(state.model_copy(update={"run": run}), run, step)
+    return _after_tool_step(evolve(state, run=run), run, step)
 
 
 def _after_tool_step(state: AgentState, run: RunState, step: _Step) -> AgentState:
@@ -409,8 +406,8 @@ def _after_tool_step(state: AgentState, run: RunState, step: _Step) -> AgentStat
         return state
     order = {c["id"]: i for i, c in enumerate(run.messages[-1].tool_calls)}
     results = sorted(run.tool_results, key=lambda m: order.get(m.tool_call_id or "", len(order)))
-    run = run.model_copy(update={"messages": (*run.messages, *results), "tool_results": ()})
-    return _request_model(state.model_copy(update={"run": run}), run, step)
+    run = evolve(run, messages=(*run.messages, *results), tool_results=())
+    return _request_model(evolve(state, run=run), run, step)
 
 
 def _on_tool_result(
@@ -483,15 +480,14 @@ def _on_approval(
             state, run, pending, _tool_message(pending.tool_call_id, pending.tool, denied), step
         )
     step.emits.append(_tool_request(state, run, step, pending))
-    granted = pending.model_copy(update={"status": "requested"})
-    run = run.model_copy(
-        update={
-            "pending_tools": tuple(
-                granted if p.call_id == pending.call_id else p for p in run.pending_tools
-            ),
-        }
+    granted = evolve(pending, status="requested")
+    run = evolve(
+        run,
+        pending_tools=tuple(
+            granted if p.call_id == pending.call_id else p for p in run.pending_tools
+        ),
     )
-    return state.model_copy(update={"run": run})
+    return evolve(state, run=run)
 
 
 def _complete_run(state: AgentState, run: RunState, step: _Step, output: str) -> AgentState:
@@ -521,5 +517,5 @@ def _run_totals(state: AgentState, run: RunState, step: _Step) -> dict[str, Any]
 
 def _end_run(state: AgentState, run: RunState, step: _Step, counter: dict[str, int]) -> AgentState:
     """Close the run, count it, and start the next queued input, if any."""
-    state = state.model_copy(update={"run": None, "usage": state.usage + run.usage, **counter})
+    state = evolve(state, run=None, usage=state.usage + run.usage, **counter)
     return _start_next(state, step)

@@ -20,6 +20,8 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
 def _to_millis(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware (UTC)")
+    if value.tzinfo is UTC and not value.microsecond % 1000:
+        return value  # what every decoded and derived timestamp already is: no new object
     value = value.astimezone(UTC)
     return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
 

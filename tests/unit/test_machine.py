@@ -7,12 +7,14 @@ from collections import deque
 from datetime import timedelta
 from typing import TypeVar
 
+import pytest
 from builders import T0, agent_input, envelope
+from pydantic import ValidationError
 from world import approve, model_answer, respond, support_spec, tool_result
 
 from agentstream.processors.machine import Decision, transition
 from agentstream.processors.spec import AgentSpec
-from agentstream.processors.state import AgentState
+from agentstream.processors.state import AgentState, evolve
 from agentstream.schemas.events import (
     AgentInput,
     ApprovalDenied,
@@ -346,3 +348,22 @@ def test_unknown_tools_and_bad_arguments_are_reported_to_the_model_without_a_cal
 def test_state_round_trips_through_its_snapshot_json() -> None:
     d2, _ = _to_tool_step(SPEC)
     assert AgentState.from_json(d2.state.to_json()) == d2.state
+
+
+def test_evolve_is_model_copy_with_an_update() -> None:
+    d2, _ = _to_tool_step(SPEC)
+    state = d2.state
+    assert state.run is not None and state.run.pending_tools
+    pending = state.run.pending_tools[0]
+    for value, update in [
+        (state, {"version": 99, "last_event_id": "e-1", "run": None}),
+        (state.run, {"steps": 7, "pending_tools": ()}),
+        (pending, {"status": "awaiting_approval", "tool": "other"}),
+    ]:
+        copied, expected = evolve(value, **update), value.model_copy(update=update)
+        assert copied == expected
+        assert copied.model_fields_set == expected.model_fields_set
+        assert copied.model_dump_json() == expected.model_dump_json()
+        assert value != copied  # the original is left as it was
+        with pytest.raises(ValidationError):  # and the copy is as frozen
+            copied.__setattr__(next(iter(update)), None)
