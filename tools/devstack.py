@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentstream.streams.logs import get_logger
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import ensure_topics
 from agentstream.tools.services import ServiceCommand, ServiceSupervisor
 from agentstream.tools.stack import EmbeddedStack, StackEndpoints
+
+log = get_logger(__name__)
 
 
 def dev_services(spec: str) -> list[ServiceCommand]:
@@ -58,7 +62,7 @@ def full_stack(
             ensure_topics(settings)
             migrate(settings.require_database_url())
             supervisor = ServiceSupervisor(
-                dev_services(spec), stack.workdir, endpoints.environment()
+                dev_services(spec), stack.workdir, _service_environment(endpoints)
             )
             supervisor.start()
         yield RunningStack(stack, endpoints, settings, supervisor, time.monotonic() - began)
@@ -66,3 +70,17 @@ def full_stack(
         if supervisor is not None:
             supervisor.stop()
         stack.stop()
+
+
+def _service_environment(endpoints: StackEndpoints) -> dict[str, str]:
+    env = endpoints.environment()
+    asked = os.environ.get("AGENTSTREAM_METRICS_PORT", "").strip()
+    if asked not in ("", "0"):
+        # Five services cannot share one port: the second would fail to start.
+        env["AGENTSTREAM_METRICS_PORT"] = "0"
+        log.warning(
+            "metrics_port_per_service",
+            asked=asked,
+            reason="each service takes a free port and logs it as metrics_listening",
+        )
+    return env

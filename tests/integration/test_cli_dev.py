@@ -17,6 +17,8 @@ import psutil
 import psycopg
 import pytest
 
+from agentstream.tools.stack_process import free_loopback_port
+
 pytestmark = pytest.mark.integration
 
 READY = re.compile(
@@ -76,12 +78,14 @@ def _wait_gone(procs: list[psutil.Process], timeout: float = 20) -> list[psutil.
 
 
 def test_dev_up_is_ready_usable_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    # A metrics port meant for one service must not make the others fail to bind it.
+    env = {**_clean_env(tmp_path), "AGENTSTREAM_METRICS_PORT": str(free_loopback_port())}
     proc = subprocess.Popen(
         [*_cli(), "dev", "up"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=_clean_env(tmp_path),
+        env=env,
     )
     children: list[psutil.Process] = []
     try:
