@@ -209,7 +209,7 @@ class FaustCallWorker:
         try:
             try:
                 # Inline: decoding takes tens of microseconds, and a hop through a thread pool
-                # and back cost more (measured: a quarter of the worker's time). Only the first
+                # and back costs more (a quarter of the worker's profile samples). Only the first
                 # record of a schema id waits for the registry; the serde caches it.
                 request = self._decode(message)
             except _Rejected as rejected:

@@ -22,8 +22,8 @@ _Value = TypeVar("_Value", bound=BaseModel)
 
 def evolve(value: _Value, **changes: Any) -> _Value:
     """``value.model_copy(update=changes)`` for the frozen values here and the events: the same
-    copy (shallow, nothing validated), without pydantic's generic copy machinery, which took a
-    third of a transition (profiled). A unit test holds the two equal."""
+    copy (shallow, nothing validated), without pydantic's generic copy machinery (a run start's
+    transition: 38.5 to 34.5 µs, measured). A unit test holds the two equal."""
     cls = type(value)
     copied = cls.__new__(cls)
     object.__setattr__(copied, "__dict__", {**value.__dict__, **changes})
