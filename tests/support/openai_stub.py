@@ -5,20 +5,16 @@ request it got, so a test can check what the client sent."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-import uvicorn
+from console_support import ServedApp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from agentstream.tools.stack_process import free_loopback_port
 
 
 @dataclass
@@ -62,15 +58,13 @@ def error(status: int, message: str) -> tuple[int, dict[str, Any]]:
 class OpenAIStub:
     def __init__(self) -> None:
         self.state = StubState()
-        self.port = free_loopback_port()
-        app = Starlette(routes=[Route("/v1/chat/completions", self._complete, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="openai-stub")
+        self._served = ServedApp(
+            Starlette(routes=[Route("/v1/chat/completions", self._complete, methods=["POST"])])
+        )
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{self._served.url}/v1"
 
     def reply(self, status: int, body: dict[str, Any]) -> None:
         self.state.replies.append((status, body))
@@ -86,12 +80,7 @@ class OpenAIStub:
         return JSONResponse(body, status_code=status)
 
     def __enter__(self) -> Self:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the OpenAI stub server did not start")
-            time.sleep(0.01)
+        self._served.__enter__()
         return self
 
     def __exit__(
@@ -100,5 +89,4 @@ class OpenAIStub:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
+        self._served.__exit__(exc_type, exc, tb)
