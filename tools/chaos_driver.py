@@ -14,13 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentstream.projections.migrate import migrate
 from agentstream.schemas.events import AgentInput
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.settings import Settings
-from agentstream.streams.topics import ensure_topics
 from agentstream.tools import chaos_checks
-from agentstream.tools.chaos_services import reliability_services, service_environment
+from agentstream.tools.chaos_services import prepare_services
 from agentstream.tools.chaos_workload import (
     AutoApprover,
     BadRecord,
@@ -85,17 +83,10 @@ def run_chaos(
     """Run the workload under kills on ``settings`` (topics under its own prefix) and the
     projection schema ``schema``; every process started here is stopped here."""
     began = time.monotonic()
-    ensure_topics(settings)
-    migrate(settings.require_database_url(), schema)
     spec = load_spec(config.spec)
     inputs = questions(config.agents, config.runs_per_agent, config.seed)
     report = ChaosReport(config, chaos_checks.Verdict())
-    services = ServiceSupervisor(
-        reliability_services(config.spec, settings.topic_prefix or "chaos.", schema),
-        workdir,
-        service_environment(settings),
-        inherit_settings=False,
-    )
+    services = prepare_services(config.spec, settings, schema, workdir, "chaos.")
     approver = AutoApprover(settings)
     try:
         services.start(timeout=90.0)

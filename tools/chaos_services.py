@@ -3,8 +3,27 @@ configured by the run's settings alone (``tools.services`` starts, kills and sto
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from agentstream.projections.migrate import migrate
 from agentstream.streams.settings import Settings
-from agentstream.tools.services import ServiceCommand
+from agentstream.streams.topics import ensure_topics
+from agentstream.tools.services import ServiceCommand, ServiceSupervisor
+
+
+def prepare_services(
+    spec: str, settings: Settings, schema: str, workdir: Path, default_prefix: str
+) -> ServiceSupervisor:
+    """Topics and tables ready, and the services of a run (not yet started), configured by
+    ``settings`` alone; their groups are named after the topic prefix, else ``default_prefix``."""
+    ensure_topics(settings)
+    migrate(settings.require_database_url(), schema)
+    return ServiceSupervisor(
+        reliability_services(spec, settings.topic_prefix or default_prefix, schema),
+        workdir,
+        service_environment(settings),
+        inherit_settings=False,
+    )
 
 
 def reliability_services(spec: str, prefix: str, schema: str) -> list[ServiceCommand]:

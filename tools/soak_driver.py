@@ -10,12 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentstream.projections.migrate import migrate
 from agentstream.schemas.events import AvroRecord, RunCompleted, RunFailed
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.settings import Settings
-from agentstream.streams.topics import OUTCOMES, ensure_topics
-from agentstream.tools.chaos_services import reliability_services, service_environment
+from agentstream.streams.topics import OUTCOMES
+from agentstream.tools.chaos_services import prepare_services
 from agentstream.tools.chaos_workload import (
     AutoApprover,
     TopicFollower,
@@ -95,15 +94,8 @@ def run_soak(
 ) -> SoakReport:
     """Send ``rate`` runs a second for ``seconds`` to the running services, sampling as it goes;
     every process started here is stopped here."""
-    ensure_topics(settings)
-    migrate(settings.require_database_url(), schema)
     report = SoakReport(config)
-    services = ServiceSupervisor(
-        reliability_services(config.spec, settings.topic_prefix or "soak.", schema),
-        workdir,
-        service_environment(settings),
-        inherit_settings=False,
-    )
+    services = prepare_services(config.spec, settings, schema, workdir, "soak.")
     approver = AutoApprover(settings)
     counter = OutcomeCounter(settings)
     began = time.monotonic()
