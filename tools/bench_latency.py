@@ -22,7 +22,7 @@ from agentstream.streams.settings import Settings
 from agentstream.streams.topics import INPUTS, OUTCOMES
 from agentstream.tools.bench_workload import BenchmarkError, Progress, order_question, producer
 from agentstream.tools.loading import DEFAULT_SPEC
-from agentstream.tools.services import ServiceCommand, ServiceSupervisor
+from agentstream.tools.services import ServiceCommand, ServiceSupervisor, service_environment
 
 
 @dataclass
@@ -197,12 +197,7 @@ def measure(
     """Start the services on ``settings``' topics, warm them up, then offer ``rate`` runs/s for
     ``seconds``; every run must end within 60 s of the last input."""
     tag = f"bench-lat-{uuid.uuid4().hex[:6]}"
-    env = {
-        "AGENTSTREAM_BOOTSTRAP_SERVERS": settings.require_bootstrap_servers(),
-        "AGENTSTREAM_SCHEMA_REGISTRY_URL": settings.require_schema_registry_url(),
-        "AGENTSTREAM_DATABASE_URL": settings.require_database_url(),
-        "AGENTSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-    }
+    env = service_environment(settings)
     serde = EventSerde(registry_client(settings.require_schema_registry_url()))
     supervisor = ServiceSupervisor(services(tag), workdir, env)
     outcomes = _Outcomes(settings, serde)

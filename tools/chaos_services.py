@@ -8,7 +8,7 @@ from pathlib import Path
 from agentstream.projections.migrate import migrate
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import ensure_topics
-from agentstream.tools.services import ServiceCommand, ServiceSupervisor
+from agentstream.tools.services import ServiceCommand, ServiceSupervisor, service_environment
 
 
 def prepare_services(
@@ -60,14 +60,3 @@ def reliability_services(spec: str, prefix: str, schema: str) -> list[ServiceCom
             "projector_started",
         ),
     ]
-
-
-def service_environment(settings: Settings) -> dict[str, str]:
-    """The settings the services get (and no others: see ``inherit_settings``)."""
-    return {
-        "AGENTSTREAM_BOOTSTRAP_SERVERS": settings.require_bootstrap_servers(),
-        "AGENTSTREAM_SCHEMA_REGISTRY_URL": settings.require_schema_registry_url(),
-        "AGENTSTREAM_DATABASE_URL": settings.require_database_url(),
-        "AGENTSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-        "AGENTSTREAM_PARTITIONS": str(settings.partitions),
-    }

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agentstream.schemas.errors import EmbeddedStackError
 from agentstream.streams.logs import get_logger
+from agentstream.streams.settings import Settings
 from agentstream.tools import stack_process
 
 log = get_logger(__name__)
@@ -151,3 +152,14 @@ class ServiceSupervisor:
     def stop(self) -> dict[str, int | None]:
         """SIGTERM each, in the reverse of the start order; their exit codes."""
         return {s.name: s.stop() for s in reversed(self.services)}
+
+
+def service_environment(settings: Settings) -> dict[str, str]:
+    """The endpoints, topic prefix and partitions of ``settings``, as the services read them."""
+    return {
+        "AGENTSTREAM_BOOTSTRAP_SERVERS": settings.require_bootstrap_servers(),
+        "AGENTSTREAM_SCHEMA_REGISTRY_URL": settings.require_schema_registry_url(),
+        "AGENTSTREAM_DATABASE_URL": settings.require_database_url(),
+        "AGENTSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "AGENTSTREAM_PARTITIONS": str(settings.partitions),
+    }
