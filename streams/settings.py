@@ -24,6 +24,16 @@ KafkaConfig = dict[str, str | int | float | bool]
 
 _HOST_PORT = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
 _DEV_HINT = "start the embedded stack with `agentstream dev up` or set {var}"
+_SECURITY_FIELDS = (
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_ca_location",
+    "ssl_certificate_location",
+    "ssl_key_location",
+    "ssl_key_password",
+)
 
 
 class Settings(BaseSettings):
@@ -141,22 +151,18 @@ class Settings(BaseSettings):
         config: KafkaConfig = {
             "bootstrap.servers": self.require_bootstrap_servers(),
             "client.id": self.client_id,
-            "security.protocol": self.security_protocol,
         }
-        optional: dict[str, Any] = {
-            "sasl.mechanism": self.sasl_mechanism,
-            "sasl.username": self.sasl_username,
-            "sasl.password": self.sasl_password,
-            "ssl.ca.location": self.ssl_ca_location,
-            "ssl.certificate.location": self.ssl_certificate_location,
-            "ssl.key.location": self.ssl_key_location,
-            "ssl.key.password": self.ssl_key_password,
-        }
-        for key, value in optional.items():
-            plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+        for name in _SECURITY_FIELDS:  # each field is named after its librdkafka key
+            plain = _plain(getattr(self, name))
             if plain is not None:
-                config[key] = str(plain)
+                config[name.replace("_", ".")] = plain
         return config
+
+    def security_environment(self) -> dict[str, str]:
+        """The Kafka security settings that are set, as the ``AGENTSTREAM_*`` variables that
+        configure them, for the services a command starts."""
+        found = {name: _plain(getattr(self, name)) for name in _SECURITY_FIELDS}
+        return {f"AGENTSTREAM_{name.upper()}": v for name, v in found.items() if v is not None}
 
     def topic(self, name: str) -> str:
         """The physical topic name for a logical one (a prefix isolates tests and copies)."""
@@ -229,6 +235,12 @@ def load_settings(*, use_dev_stack: bool = True, **overrides: Any) -> Settings:
         return settings
     fill = {name: getattr(record, name) for name in unset if getattr(record, name) is not None}
     return settings.model_copy(update=fill)
+
+
+def _plain(value: object) -> str | None:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return None if value is None else str(value)
 
 
 def _missing(var: str, what: str) -> ConfigurationError:

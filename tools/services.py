@@ -155,11 +155,14 @@ class ServiceSupervisor:
 
 
 def service_environment(settings: Settings) -> dict[str, str]:
-    """The endpoints, topic prefix and partitions of ``settings``, as the services read them."""
-    return {
+    """The endpoints, topic prefix, partitions and Kafka security of ``settings``, as the
+    services read them, so that services started for a run reach a secured cluster too."""
+    env = {
         "AGENTSTREAM_BOOTSTRAP_SERVERS": settings.require_bootstrap_servers(),
         "AGENTSTREAM_SCHEMA_REGISTRY_URL": settings.require_schema_registry_url(),
         "AGENTSTREAM_DATABASE_URL": settings.require_database_url(),
         "AGENTSTREAM_TOPIC_PREFIX": settings.topic_prefix,
         "AGENTSTREAM_PARTITIONS": str(settings.partitions),
     }
+    env.update(settings.security_environment())
+    return env

@@ -79,6 +79,28 @@ def test_security_settings_pass_through_to_kafka_clients() -> None:
     assert "s3cret" not in repr(settings)
 
 
+def test_services_started_for_a_run_get_the_same_kafka_security(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentstream.tools.services import service_environment
+
+    settings = Settings(
+        bootstrap_servers="b:9092",
+        schema_registry_url="http://r:8081",
+        database_url="postgresql://u@d/agentstream",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="PLAIN",
+        sasl_username="alice",
+        sasl_password="s3cret",  # type: ignore[arg-type]
+        ssl_ca_location=Path("/etc/ca.pem"),
+    )
+    for name, value in service_environment(settings).items():
+        monkeypatch.setenv(name, value)
+    child = load_settings(use_dev_stack=False)
+    assert child.kafka_config() == settings.kafka_config()
+    assert child.database_url == settings.database_url
+
+
 def test_running_dev_stack_fills_unset_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
