@@ -28,6 +28,7 @@ from agentstream.processors.results import encodable
 from agentstream.schemas.errors import SerializationError
 from agentstream.schemas.events import Event
 from agentstream.streams import dlq, metrics, tracing
+from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.health import ASSIGNED, Readiness
 from agentstream.streams.logs import bind_context, get_logger
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
@@ -45,13 +46,6 @@ class WorkerStats:
     results: int = 0
     dead_lettered: int = 0
     failed: bool = False
-
-
-class _Rejected(Exception):
-    def __init__(self, error_class: str, reason: str, event: Event | None = None) -> None:
-        super().__init__(reason)
-        self.error_class = error_class
-        self.event = event
 
 
 class FaustCallWorker:
@@ -212,7 +206,7 @@ class FaustCallWorker:
                 # and back costs more (a quarter of the worker's profile samples). Only the first
                 # record of a schema id waits for the registry; the serde caches it.
                 request = self._decode(message)
-            except _Rejected as rejected:
+            except Refused as rejected:
                 await self._dead_letter(message, rejected)
             else:
                 # The request's trace continues in its result; log lines of this call carry it.
@@ -240,19 +234,9 @@ class FaustCallWorker:
         try:
             record = self.serde.decode(message.topic, message.value)
         except DecodeError as exc:
-            raise _Rejected(exc.error_class, str(exc)) from exc
-        if not isinstance(record, self.request_type):
-            raise _Rejected(
-                "wrong_topic", f"{type(record).__name__} does not belong on {message.topic}"
-            )
+            raise Refused(exc.error_class, str(exc)) from exc
+        check_placement(record, message.topic, (self.request_type,), message.key)
         assert isinstance(record, Event)
-        key = message.key.decode("utf-8", "replace") if message.key is not None else None
-        if key != record.envelope.agent_id:
-            raise _Rejected(
-                "key_mismatch" if key else "missing_key",
-                f"key {key!r} must be the agent_id {record.envelope.agent_id!r}",
-                record,
-            )
         return record
 
     async def _send(self, result: Event, traceparent: bytes) -> None:
@@ -271,7 +255,7 @@ class FaustCallWorker:
         )
         metrics.EVENTS_PRODUCED.labels(self.name, topic, type(result).__name__).inc()
 
-    async def _dead_letter(self, message: Any, rejected: _Rejected) -> None:
+    async def _dead_letter(self, message: Any, rejected: Refused) -> None:
         headers = [(k, v if isinstance(v, bytes) else str(v).encode()) for k, v in message.headers]
         letter = dlq.letter(
             topic=message.topic,

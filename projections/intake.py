@@ -16,6 +16,7 @@ from confluent_kafka import Message
 from agentstream.projections.audit import SourcedEvent
 from agentstream.projections.writer import Batch, Unwritable
 from agentstream.schemas.events import Event
+from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import message_headers
@@ -40,12 +41,6 @@ class Prepared:
             self.messages[(event.topic, event.partition, event.offset)] = msg
 
 
-class _Rejected(Exception):
-    def __init__(self, error_class: str, reason: str) -> None:
-        super().__init__(reason)
-        self.error_class = error_class
-
-
 class Intake:
     """Decodes and checks one message at a time; dead-letters what cannot be projected."""
 
@@ -58,6 +53,10 @@ class Intake:
         self.serde = serde
         self.dead_letters = dead_letters
         self.specs = specs
+        self._carried = {
+            topic: tuple(t for t in spec.value_types if issubclass(t, Event))
+            for topic, spec in specs.items()
+        }
         self.dead_lettered = 0
 
     def take(self, msg: Message) -> SourcedEvent | None:
@@ -68,8 +67,8 @@ class Intake:
         try:
             event = self._decode(msg, topic)
             return SourcedEvent.of(event, topic, partition, offset)
-        except _Rejected as rejected:
-            self._send(msg, rejected.error_class, str(rejected), event)
+        except Refused as rejected:
+            self._send(msg, rejected.error_class, str(rejected), rejected.event)
         except ValueError as exc:  # the event cannot be serialized to JSON
             self._send(msg, "unwritable", f"{type(exc).__name__}: {exc}", event)
         return None
@@ -78,20 +77,9 @@ class Intake:
         try:
             record = self.serde.decode(topic, msg.value())
         except DecodeError as exc:
-            raise _Rejected(exc.error_class, str(exc)) from exc
-        spec = self.specs.get(topic)
-        if (
-            spec is None
-            or not isinstance(record, Event)
-            or not isinstance(record, spec.value_types)
-        ):
-            raise _Rejected("wrong_topic", f"{type(record).__name__} does not belong on {topic}")
-        key = msg.key()
-        agent_id = record.envelope.agent_id
-        if key is None:
-            raise _Rejected("missing_key", "agent events must be keyed by agent_id")
-        if key != agent_id.encode():
-            raise _Rejected("key_mismatch", f"key {key!r} is not the agent_id {agent_id!r}")
+            raise Refused(exc.error_class, str(exc)) from exc
+        check_placement(record, topic, self._carried.get(topic, ()), msg.key())
+        assert isinstance(record, Event)  # every type carried is an agent event
         return record
 
     def dead_letter_unwritable(self, refused: list[Unwritable], prepared: Prepared) -> None:

@@ -10,7 +10,8 @@ from typing import Any, Self
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from agentstream.schemas.errors import ServiceUnavailableError
-from agentstream.schemas.events import AvroRecord, Event
+from agentstream.schemas.events import AvroRecord
+from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import Headers, message_headers
@@ -32,14 +33,6 @@ class Consumed:
     key: str | None
     headers: Headers
     timestamp_ms: int
-
-
-class Rejected(Exception):
-    """A record to dead-letter: ``error_class`` is the stable kind, the message the reason."""
-
-    def __init__(self, error_class: str, reason: str) -> None:
-        super().__init__(reason)
-        self.error_class = error_class
 
 
 class EventConsumer:
@@ -90,7 +83,7 @@ class EventConsumer:
             self._positions[(topic, partition)] = offset + 1
             try:
                 decoded.append(self._decode(msg, topic, partition, offset))
-            except Rejected as rejected:
+            except Refused as rejected:
                 self._dead_letter(msg, rejected)
         return decoded
 
@@ -98,22 +91,14 @@ class EventConsumer:
         try:
             record = self.serde.decode(topic, msg.value())
         except DecodeError as exc:
-            raise Rejected(exc.error_class, str(exc)) from exc
+            raise Refused(exc.error_class, str(exc)) from exc
         spec = self._specs.get(topic)
-        if spec is not None and not isinstance(record, spec.value_types):
-            raise Rejected("wrong_topic", f"{type(record).__name__} does not belong on {topic}")
+        check_placement(record, topic, spec.value_types if spec else (AvroRecord,), msg.key())
         key = _text_key(msg.key())
-        if isinstance(record, Event):
-            if key is None:
-                raise Rejected("missing_key", "agent events must be keyed by agent_id")
-            if key != record.envelope.agent_id:
-                raise Rejected(
-                    "key_mismatch", f"key {key!r} is not the agent_id {record.envelope.agent_id!r}"
-                )
         timestamp = msg.timestamp()[1]
         return Consumed(record, topic, partition, offset, key, message_headers(msg), timestamp)
 
-    def _dead_letter(self, msg: Message, rejected: Rejected) -> None:
+    def _dead_letter(self, msg: Message, rejected: Refused) -> None:
         log.warning(
             "dead_letter",
             topic=msg.topic(),
@@ -131,6 +116,8 @@ class EventConsumer:
             headers=message_headers(msg),
             reason=str(rejected),
             error_class=rejected.error_class,
+            agent_id=rejected.event.envelope.agent_id if rejected.event else None,
+            event_id=rejected.event.envelope.event_id if rejected.event else None,
         )
 
     def records(self, timeout: float = 1.0) -> Iterator[Consumed]:
@@ -173,4 +160,4 @@ def _text_key(raw: bytes | str | None) -> str | None:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise Rejected("invalid_key", "the key is not UTF-8 text") from None
+        raise Refused("invalid_key", "the key is not UTF-8 text") from None

@@ -49,6 +49,7 @@ from agentstream.schemas.events import (
     OutboxRecord,
 )
 from agentstream.streams import dlq, metrics, tracing
+from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import Headers, message_headers
@@ -445,23 +446,14 @@ class ProcessorEngine:
         except DecodeError as exc:
             self._dead_letter(batch, msg, exc.error_class, str(exc))
             return
-        if not isinstance(event, Event) or not isinstance(event, self._carries.get(topic, ())):
-            self._dead_letter(
-                batch, msg, "wrong_topic", f"{type(event).__name__} does not belong on {topic}"
-            )
+        try:
+            check_placement(event, topic, self._carries.get(topic, ()), msg.key())
+        except Refused as refused:
+            self._dead_letter(batch, msg, refused.error_class, str(refused), refused.event)
             return
+        assert isinstance(event, Event)  # every type the processor's inputs carry is one
         batch.consumed[(topic, type(event).__name__)] += 1
-        key = msg.key()
         agent_id = event.envelope.agent_id
-        if key is None or key.decode("utf-8", "replace") != agent_id:
-            self._dead_letter(
-                batch,
-                msg,
-                "key_mismatch" if key else "missing_key",
-                f"key {key!r} must be the agent_id {agent_id!r}",
-                event,
-            )
-            return
         states = self._states.setdefault(partition, {})
         decision = transition(states.get(agent_id), event, self._spec_for(agent_id))
         if decision.duplicate:

@@ -355,7 +355,7 @@ CORPUS = Corpus(
             "invalid_utf8_key",
             INPUTS,
             lambda c: (b"\xff\xfe\xfd", c.good_input("bad-key")),
-            _both("key_mismatch"),
+            _both("invalid_key"),
         ),
         TopicCase("invalid_utf8_in_string", INPUTS, _invalid_utf8, _both("undecodable")),
         TopicCase("invalid_event_field", INPUTS, _invalid_event, _both("invalid_event")),
