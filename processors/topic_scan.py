@@ -8,10 +8,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from agentstream.schemas.errors import ServiceUnavailableError
 from agentstream.schemas.events import AvroRecord
+from agentstream.streams.log_end import Place, log_ends, read_to_end
 from agentstream.streams.producer import Headers, message_headers
 from agentstream.streams.serde import DecodeError, EventSerde
 from agentstream.streams.settings import Settings
@@ -28,27 +29,21 @@ class Scanned:
     headers: Headers = field(default_factory=list)
 
 
-def _ends(
+def _places(
     consumer: Consumer, settings: Settings, specs: Sequence[TopicSpec], timeout: float
-) -> dict[tuple[str, int], int]:
-    """The end offset of every non-empty partition of the topics."""
-    ends: dict[tuple[str, int], int] = {}
+) -> list[Place]:
+    """Every partition of the topics that exist."""
     try:
         metadata = consumer.list_topics(timeout=timeout)
-        for spec in specs:
-            topic = settings.topic(spec.name)
-            found = metadata.topics.get(topic)
-            if found is None or found.error is not None:
-                continue
-            for partition in found.partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout
-                )
-                if high > low:
-                    ends[(topic, partition)] = high
     except KafkaException as exc:
         raise ServiceUnavailableError(f"cannot read the topics: {exc}") from exc
-    return ends
+    places: list[Place] = []
+    for spec in specs:
+        topic = settings.topic(spec.name)
+        found = metadata.topics.get(topic)
+        if found is not None and found.error is None:
+            places.extend((topic, partition) for partition in found.partitions)
+    return places
 
 
 def scan_topics(
@@ -65,44 +60,22 @@ def scan_topics(
         }
     )
     try:
-        ends = _ends(consumer, settings, specs, timeout)
-        if not ends:
-            return []
+        ends = log_ends(consumer, _places(consumer, settings, specs, timeout), timeout)
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
         found: list[Scanned] = []
         deadline = time.monotonic() + timeout
-        while ends:
-            if time.monotonic() > deadline:
-                raise ServiceUnavailableError(f"could not read {sorted(ends)} to the end in time")
-            for msg in consumer.consume(5000, 0.5):
-                topic, partition, offset = (
-                    msg.topic() or "",
-                    msg.partition() or 0,
-                    msg.offset() or 0,
-                )
-                error = msg.error()
-                if error is not None:
-                    # Done at the end of the log, not at the high watermark: the embedded
-                    # broker reports one that stops short of the last records of a batch. (At
-                    # the end, the offset is past any transaction marker too.)
-                    if error.code() == KafkaError._PARTITION_EOF and offset >= ends.get(
-                        (topic, partition), 0
-                    ):
-                        ends.pop((topic, partition), None)
-                    continue
+        for records in read_to_end(consumer, ends, batch=5000, poll=0.5, deadline=deadline):
+            for msg in records:
+                topic, partition = msg.topic() or "", msg.partition() or 0
                 try:
-                    found.append(
-                        Scanned(
-                            serde.decode(topic, msg.value()),
-                            topic,
-                            partition,
-                            offset,
-                            msg.key(),
-                            message_headers(msg),
-                        )
-                    )
+                    record = serde.decode(topic, msg.value())
                 except DecodeError:
                     continue
+                found.append(
+                    Scanned(
+                        record, topic, partition, msg.offset() or 0, msg.key(), message_headers(msg)
+                    )
+                )
         return found
     finally:
         consumer.close()

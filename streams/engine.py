@@ -51,6 +51,7 @@ from agentstream.schemas.events import (
 from agentstream.streams import dlq, metrics, tracing
 from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
+from agentstream.streams.log_end import log_ends, read_to_end
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import Headers, message_headers
 from agentstream.streams.serde import DecodeError, EventSerde
@@ -334,29 +335,11 @@ class ProcessorEngine:
             }
         )
         try:
-            ends: dict[int, int] = {}
-            for partition in partitions:
-                low, high = reader.get_watermark_offsets(
-                    TopicPartition(self._state_topic, partition), timeout=10
-                )
-                if high > low:
-                    ends[partition] = high
-            if ends:
-                reader.assign(
-                    [TopicPartition(self._state_topic, p, OFFSET_BEGINNING) for p in ends]
-                )
-            while ends:
-                for msg in reader.consume(10_000, 1.0):
-                    partition = msg.partition() or 0
-                    error = msg.error()
-                    if error is None:
-                        found[partition].read(msg, self.serde)
-                    elif error.code() == KafkaError._PARTITION_EOF and (
-                        msg.offset() or 0
-                    ) >= ends.get(partition, 0):
-                        # The end of the log, not the high watermark: the embedded broker
-                        # reports one that stops short of the last records of a batch.
-                        ends.pop(partition, None)
+            ends = log_ends(reader, [(self._state_topic, p) for p in partitions], timeout=10)
+            reader.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
+            for records in read_to_end(reader, ends, batch=10_000, poll=1.0):
+                for msg in records:
+                    found[msg.partition() or 0].read(msg, self.serde)
         finally:
             reader.close()
         return found

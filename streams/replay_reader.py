@@ -16,10 +16,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
+from agentstream.streams.log_end import read_to_end
 from agentstream.streams.settings import Settings
 
 _M = 0x5BD1E995
@@ -211,10 +212,8 @@ class TopicReader:
         """Every record of the spans, in offset order per partition, whose timestamp the window
         admits. Progress counts every record examined.
 
-        A partition is finished at the end of its log (partition EOF) once its planned end is
-        reached, not at the planned end itself: the embedded broker reports a high watermark
-        that can stop short of the last records of a batch, so records past it are read too
-        (on Apache Kafka those are records appended during the read)."""
+        A partition ends at the end of its log past its planned end (``streams.log_end``), or at
+        the window's end offset."""
         window = window or Window()
         todo = {(s.topic, s.partition): s.end for s in spans if s.size > 0}
         if not todo:
@@ -228,21 +227,13 @@ class TopicReader:
         )
         examined = 0
         try:
-            while todo:
-                for msg in self._consumer.consume(2000, 0.5):
-                    key = (msg.topic() or "", msg.partition() or 0)
-                    if key not in todo:
-                        continue
-                    offset = msg.offset() or 0
-                    error = msg.error()
-                    if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
-                            raise ServiceUnavailableError(f"reading {key[0]}: {error}")
-                        if offset >= todo[key]:
-                            todo.pop(key)
+            for records in read_to_end(self._consumer, todo, batch=2000, poll=0.5, strict=True):
+                for msg in records:
+                    place, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+                    if place not in todo:  # finished earlier in this batch
                         continue
                     if window.end is not None and offset >= window.end:
-                        todo.pop(key)
+                        del todo[place]
                         continue
                     examined += 1
                     if window.admits(msg.timestamp()[1]):

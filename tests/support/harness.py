@@ -27,6 +27,8 @@ from agentstream.schemas.events import (
     RunCompleted,
     RunFailed,
 )
+from agentstream.streams.log_end import log_ends
+from agentstream.streams.log_end import read_to_end as read_to_end_of_log
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import (
@@ -177,33 +179,33 @@ class TopicCollector:
 
 
 def read_to_end(settings: Settings, specs: list[TopicSpec]) -> list[tuple[int, object]]:
-    """Every record of the topics up to their current end, as (partition, record)."""
+    """Every record of the topics up to the end of their logs, as (partition, record)."""
     serde = serde_for(settings)
     consumer = Consumer(
-        {**settings.kafka_config(), "group.id": f"r-{uuid.uuid4()}", "enable.auto.commit": False}
+        {
+            **settings.kafka_config(),
+            "group.id": f"r-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
     )
     try:
-        ends: dict[tuple[str, int], int] = {}
         metadata = consumer.list_topics(timeout=10)
-        for spec in specs:
-            topic = settings.topic(spec.name)
-            for partition in metadata.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-                if high > low:
-                    ends[(topic, partition)] = high
+        places = [
+            (settings.topic(spec.name), partition)
+            for spec in specs
+            for partition in metadata.topics[settings.topic(spec.name)].partitions
+        ]
+        ends = log_ends(consumer, places, timeout=10)
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
-        seen: list[tuple[int, object]] = []
         deadline = time.monotonic() + 60
-        while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(5000, 0.5):
-                if msg.error() is not None:
-                    continue
-                where = (msg.topic() or "", msg.partition() or 0)
-                seen.append((where[1], serde.decode(where[0], msg.value())))
-                if (msg.offset() or 0) + 1 >= ends.get(where, 0):
-                    ends.pop(where, None)
-        assert not ends, f"could not read to the end of {sorted(ends)}"
-        return seen
+        return [
+            (msg.partition() or 0, serde.decode(msg.topic() or "", msg.value()))
+            for records in read_to_end_of_log(
+                consumer, ends, batch=5000, poll=0.5, deadline=deadline
+            )
+            for msg in records
+        ]
     finally:
         consumer.close()
 
