@@ -267,8 +267,7 @@ class FaustCallWorker:
             reason=str(rejected),
             error_class=rejected.error_class,
             source=self.name,
-            agent_id=rejected.event.envelope.agent_id if rejected.event else None,
-            event_id=rejected.event.envelope.event_id if rejected.event else None,
+            event=rejected.event,
         )
         log.warning(
             "dead_letter",

@@ -108,7 +108,6 @@ class Intake:
             headers=message_headers(msg),
             reason=reason,
             error_class=error_class,
-            agent_id=event.envelope.agent_id if event else None,
-            event_id=event.envelope.event_id if event else None,
+            event=event,
         )
         self.dead_lettered += 1

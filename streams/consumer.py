@@ -116,8 +116,7 @@ class EventConsumer:
             headers=message_headers(msg),
             reason=str(rejected),
             error_class=rejected.error_class,
-            agent_id=rejected.event.envelope.agent_id if rejected.event else None,
-            event_id=rejected.event.envelope.event_id if rejected.event else None,
+            event=rejected.event,
         )
 
     def records(self, timeout: float = 1.0) -> Iterator[Consumed]:

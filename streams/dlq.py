@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from agentstream.schemas.events import DeadLetter, RecordHeader
+from agentstream.schemas.events import DeadLetter, Event, RecordHeader
 from agentstream.streams import metrics
 from agentstream.streams.producer import AgentStreamProducer, Delivery, Headers, wait_delivery
 from agentstream.streams.topics import DLQ
@@ -53,10 +53,10 @@ def letter(
     reason: str,
     error_class: str,
     source: str,
-    agent_id: str | None = None,
-    event_id: str | None = None,
+    event: Event | None = None,
 ) -> DeadLetter:
-    """The dead letter of one source record, its value clipped; counted for ``/metrics``."""
+    """The dead letter of one source record, its value clipped, with the ids of ``event`` when
+    the record decoded to one; counted for ``/metrics``."""
     value, reason = clipped(value, reason)
     metrics.DEAD_LETTERS.labels(source, error_class).inc()
     return DeadLetter(
@@ -69,8 +69,8 @@ def letter(
         original_headers=[RecordHeader(key=k, value=v) for k, v in headers or []],
         reason=reason,
         error_class=error_class,
-        agent_id=agent_id,
-        event_id=event_id,
+        agent_id=event.envelope.agent_id if event else None,
+        event_id=event.envelope.event_id if event else None,
         failed_at=datetime.now(UTC),
         source=source,
     )
@@ -107,8 +107,7 @@ class DeadLetterSink:
         headers: Headers | None,
         reason: str,
         error_class: str,
-        agent_id: str | None = None,
-        event_id: str | None = None,
+        event: Event | None = None,
     ) -> Delivery:
         dead = letter(
             topic=topic,
@@ -120,8 +119,7 @@ class DeadLetterSink:
             reason=reason,
             error_class=error_class,
             source=self.source,
-            agent_id=agent_id,
-            event_id=event_id,
+            event=event,
         )
         encoded = self.producer.serde.encode(self.topic, dead)
         # Keyed like the original so an agent's dead letters stay in order beside each other.

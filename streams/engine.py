@@ -541,8 +541,7 @@ class ProcessorEngine:
             reason=reason,
             error_class=error_class,
             source="processor",
-            agent_id=event.envelope.agent_id if event else None,
-            event_id=event.envelope.event_id if event else None,
+            event=event,
         )
         log.warning(
             "dead_letter",

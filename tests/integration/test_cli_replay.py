@@ -119,7 +119,7 @@ def test_dead_letters_are_redriven_once_and_processed(isolated: Settings, tmp_pa
                 headers=[("trace", b"t-1")],
                 reason="simulated outage of the registry",
                 error_class="registry_unavailable",
-                agent_id=agent,
+                event=event,
             )
         sink.send(
             topic=topic, partition=0, offset=7, key=b"x", value=b"garbage", headers=None,
