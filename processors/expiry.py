@@ -36,6 +36,7 @@ from agentstream.schemas.events import (
     RunFailed,
 )
 from agentstream.streams import metrics
+from agentstream.streams.consumer import group_config
 from agentstream.streams.health import ASSIGNED, CAUGHT_UP, Readiness
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import AgentStreamProducer
@@ -102,15 +103,11 @@ class ApprovalTimer:
 
     def run(self) -> TimerStats:
         consumer = Consumer(
-            {
-                **self.settings.kafka_config(),
-                "group.id": self.group_id,
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,
-                "partition.assignment.strategy": "range",
-            }
+            group_config(
+                self.settings,
+                self.group_id,
+                extra={"enable.partition.eof": True},
+            )
         )
         consumer.subscribe(
             self._topics,

@@ -33,6 +33,7 @@ from agentstream.projections.intake import Intake, Prepared
 from agentstream.projections.writer import ApplyResult, BatchWriter, OffsetsMoved
 from agentstream.schemas.errors import AgentStreamError
 from agentstream.streams import metrics
+from agentstream.streams.consumer import group_config
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.gc_tuning import collect_rarely
 from agentstream.streams.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
@@ -165,19 +166,16 @@ class Projector:
         #: partitions the group gave us that still wait for their stored offsets
         self._awaiting: set[Key] = set()
         self._consumer = Consumer(
-            {
-                **settings.kafka_config(),
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,
-                "partition.assignment.strategy": "cooperative-sticky",
+            group_config(
+                settings,
+                group_id,
+                instance_id=instance_id,
                 # Lag per partition for /metrics and /readyz, parsed on the polling thread.
-                "statistics.interval.ms": 2000,
-                "stats_cb": metrics.lag_from_statistics("projector", self.readiness.update_lag),
-                # A static member that restarts gets its partitions back at once.
-                **({"group.instance.id": instance_id} if instance_id else {}),
-            }
+                extra={
+                    "statistics.interval.ms": 2000,
+                    "stats_cb": metrics.lag_from_statistics("projector", self.readiness.update_lag),
+                },
+            )
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -331,8 +329,9 @@ class Projector:
 
     def _assign(self, consumer: Consumer, keys: set[Key], stored: dict[Key, int]) -> None:
         positions = {key: stored.get(key, 0) for key in keys}
-        consumer.incremental_assign([TopicPartition(t, p, o) for (t, p), o in positions.items()])
         self._expected.update(positions)
+        # Eager assignment: the consumer's whole assignment is set at once.
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in self._expected.items()])
         self._awaiting -= keys
         self.readiness.set(ASSIGNED, bool(self._expected))
         self.readiness.set(RESTORED, not self._awaiting)
@@ -348,9 +347,7 @@ class Projector:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = {(tp.topic, tp.partition) for tp in partitions}
-        assigned = [tp for tp in partitions if (tp.topic, tp.partition) in self._expected]
-        if assigned:
-            consumer.incremental_unassign(assigned)
+        consumer.unassign()  # eager: every partition is revoked at once
         for key in keys:
             self._expected.pop(key, None)
         self._awaiting -= keys
@@ -366,10 +363,7 @@ class Projector:
             return
         self.stats.rewinds += 1
         positions = {key: stored.get(key, self._expected[key]) for key in keys}
-        self._consumer.incremental_unassign([TopicPartition(t, p) for t, p in keys])
-        self._consumer.incremental_assign(
-            [TopicPartition(t, p, o) for (t, p), o in positions.items()]
-        )
+        self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in positions.items()])
         self._expected.update(positions)
 
     # -- failures ------------------------------------------------------------------------------

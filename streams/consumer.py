@@ -1,4 +1,5 @@
-"""A typed consumer: yields decoded records with their position; routes bad ones to the DLQ."""
+"""Consumers: the one group configuration every group member uses, and a typed consumer that
+yields decoded records with their position and routes bad ones to the DLQ."""
 
 from __future__ import annotations
 
@@ -16,10 +17,53 @@ from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import Headers, message_headers
 from agentstream.streams.serde import DecodeError, EventSerde
-from agentstream.streams.settings import Settings
+from agentstream.streams.settings import KafkaConfig, Settings
 from agentstream.streams.topics import TopicSpec
 
 log = get_logger(__name__)
+
+#: A member silent this long leaves its group. Short, because a crashed member's partitions wait
+#: this long for a new owner (and the embedded broker's first join takes about half of it).
+SESSION_TIMEOUT_MS = 6000
+
+
+#: Partition N of every subscribed topic goes to the same member, as Kafka Streams and Faust
+#: co-partition: agent topics share one partition count and key, so one member owns all of an
+#: agent's events (and its state). Eager: a rebalance revokes every partition first. Not
+#: cooperative-sticky: it does not co-partition, and on the embedded broker a member that joins
+#: gets nothing and what the others gave up is never handed back.
+ASSIGNMENT = "range"
+
+
+def group_config(
+    settings: Settings,
+    group_id: str,
+    *,
+    instance_id: str | None = None,
+    low_latency: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The configuration of a consumer-group member, declared once for every service.
+
+    ``low_latency`` is for members on a run's path (the processor, the workers): their fetches
+    wait ``AGENTSTREAM_FETCH_WAIT_MS`` at most instead of librdkafka's 500 ms.
+    """
+    wait: KafkaConfig = {"fetch.wait.max.ms": settings.fetch_wait_ms} if low_latency else {}
+    return {
+        **settings.kafka_config(),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": SESSION_TIMEOUT_MS,
+        "partition.assignment.strategy": ASSIGNMENT,
+        # librdkafka waits up to 500 ms for a fetch to fill; each agent step is a hop through a
+        # consumer, so that wait would dominate a run's latency.
+        **wait,
+        # A static member that restarts gets its partitions back at once instead of after the
+        # session timeout.
+        **({"group.instance.id": instance_id} if instance_id else {}),
+        **(extra or {}),
+    }
 
 
 @dataclass(frozen=True)
@@ -56,17 +100,7 @@ class EventConsumer:
         self.serde = serde
         self.dead_letters = dead_letters
         self._specs = {settings.topic(spec.name): spec for spec in topics}
-        self._consumer = Consumer(
-            {
-                **settings.kafka_config(),
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,
-                "partition.assignment.strategy": "cooperative-sticky",
-                **(extra_config or {}),
-            }
-        )
+        self._consumer = Consumer(group_config(settings, group_id, extra=extra_config))
         self._consumer.subscribe(list(self._specs))
         self._positions: dict[tuple[str, int], int] = {}
 

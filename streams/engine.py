@@ -50,6 +50,7 @@ from agentstream.schemas.events import (
 )
 from agentstream.streams import dlq, metrics, tracing
 from agentstream.streams.admission import Refused, check_placement
+from agentstream.streams.consumer import group_config
 from agentstream.streams.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.log_end import log_ends, read_to_end
 from agentstream.streams.logs import get_logger
@@ -200,24 +201,23 @@ class ProcessorEngine:
         self.transactional = transactional
         if transactional:
             self._producer.init_transactions(30)
+        #: states of partitions revoked from us, with their changelog's end at that moment:
+        #: reused if the partition comes back and nobody wrote its changelog in between
+        self._kept: dict[int, tuple[int, dict[str, AgentState]]] = {}
+        # Co-partitioned: an agent's partition of every input topic comes to the same instance,
+        # so its model, tool and approval results reach the instance holding its state.
         self._consumer = Consumer(
-            {
-                **settings.kafka_config(),
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,
-                "partition.assignment.strategy": "cooperative-sticky",
-                # librdkafka waits up to 500 ms for a fetch to fill; each agent step is a hop
-                # through the processor, so that wait would dominate a run's latency.
-                "fetch.wait.max.ms": settings.fetch_wait_ms,
+            group_config(
+                settings,
+                group_id,
+                instance_id=instance_id,
+                low_latency=True,
                 # Lag per partition for /metrics and /readyz, parsed on the polling thread.
-                "statistics.interval.ms": 2000,
-                "stats_cb": metrics.lag_from_statistics("processor", self.readiness.update_lag),
-                # A static member that restarts gets its partitions back at once instead of
-                # after the session timeout.
-                **({"group.instance.id": instance_id} if instance_id else {}),
-            }
+                extra={
+                    "statistics.interval.ms": 2000,
+                    "stats_cb": metrics.lag_from_statistics("processor", self.readiness.update_lag),
+                },
+            )
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -274,6 +274,7 @@ class ProcessorEngine:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         new = {tp.partition for tp in partitions} - set(self._states)
+        new -= self._take_back_kept(new)
         if new:
             self.readiness.set(RESTORED, False)
             started = time.monotonic()
@@ -289,21 +290,54 @@ class ProcessorEngine:
                 outbox_resent=resent,
                 seconds=round(time.monotonic() - started, 3),
             )
-        consumer.incremental_assign(partitions)
+        consumer.assign(partitions)
         self.readiness.set(ASSIGNED)
         self.readiness.set(RESTORED)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """An eager rebalance revokes every partition, most of which come straight back: their
+        states are kept aside with their changelog's end, so they need no restore if nobody
+        else wrote the changelog meanwhile."""
+        revoked = {tp.partition for tp in partitions}
         try:
-            consumer.incremental_unassign(partitions)
-            still = {tp.partition for tp in consumer.assignment()}
+            consumer.unassign()
+            # Markers of the last batch are still on their way; the end must include them.
+            self._producer.flush(STOP_TIMEOUT_S)
+            ends = self._changelog_ends(revoked & set(self._states))
         except KafkaException:
-            # While the consumer closes, librdkafka refuses these calls; all is revoked anyway.
-            still = set()
-        for partition in {tp.partition for tp in partitions} - still:
-            self._states.pop(partition, None)
-        self.readiness.set(ASSIGNED, bool(still))
-        log.info("partitions_revoked", partitions=sorted({tp.partition for tp in partitions}))
+            # While the consumer closes, librdkafka refuses these calls; nothing is kept.
+            ends = {}
+        for partition in revoked:
+            states = self._states.pop(partition, None)
+            if states is not None and partition in ends:
+                self._kept[partition] = (ends[partition], states)
+        self.readiness.set(ASSIGNED, False)
+        log.info("partitions_revoked", partitions=sorted(revoked))
+
+    def _changelog_ends(self, partitions: set[int]) -> dict[int, int]:
+        ends: dict[int, int] = {}
+        for partition in partitions:
+            tp = TopicPartition(self._state_topic, partition)
+            _low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            ends[partition] = high
+        return ends
+
+    def _take_back_kept(self, partitions: set[int]) -> set[int]:
+        """The partitions whose kept states are still current, moved back into service."""
+        kept = {p: self._kept.pop(p) for p in partitions if p in self._kept}
+        self._kept.clear()  # partitions that went elsewhere: their states go stale from now on
+        if not kept:
+            return set()
+        try:
+            ends = self._changelog_ends(set(kept))
+        except KafkaException:
+            return set()
+        current = {p for p, (end, _states) in kept.items() if ends.get(p) == end}
+        for partition in current:
+            self._states[partition] = kept[partition][1]
+        if current:
+            log.info("partitions_kept", partitions=sorted(current))
+        return current
 
     def _restore(self, partitions: set[int]) -> tuple[dict[int, dict[str, AgentState]], int]:
         """The last snapshot of each agent wins; outboxes written after their partition's last

@@ -181,10 +181,14 @@ class DevStackRecord(BaseModel):
         return psutil.pid_exists(self.pid)
 
 
-def dev_stack_file() -> Path:
+def agentstream_home() -> Path:
+    """Where agentstream keeps its own files: ``AGENTSTREAM_HOME``, else ``~/.agentstream``."""
     home = os.environ.get("AGENTSTREAM_HOME")
-    base = Path(home) if home else Path.home() / ".agentstream"
-    return base / "dev-stack.json"
+    return Path(home) if home else Path.home() / ".agentstream"
+
+
+def dev_stack_file() -> Path:
+    return agentstream_home() / "dev-stack.json"
 
 
 def read_dev_stack() -> DevStackRecord | None:

@@ -1,6 +1,11 @@
 """Service fixtures, chosen per service in this order: environment variables naming an external
-service, testcontainers when a Docker engine answers, the embedded stack. Session-scoped, so the
-suite starts each service once; every process a fixture starts is stopped by it, also on failure.
+service, testcontainers when a Docker engine answers, the development stack's own parts.
+Session-scoped, so the suite starts each service once; every process a fixture starts is stopped
+by it, also on failure.
+
+Every test that needs a broker runs once per broker of ``--brokers`` (default: the embedded
+Tansu and Apache Kafka, from its jars on Maven Central): ``pytest --brokers kafka`` runs them on
+Apache Kafka alone. A broker named by ``AGENTSTREAM_BOOTSTRAP_SERVERS`` replaces both.
 
 A test that needs a service it cannot get errors loudly; nothing is skipped for lack of one.
 """
@@ -18,6 +23,45 @@ from types import FrameType
 import pytest
 
 from agentstream.streams.settings import Settings, load_settings
+
+#: every broker kind, in the order the suite runs them
+ALL_BROKERS = ("embedded", "kafka")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--brokers",
+        default=os.environ.get("AGENTSTREAM_TEST_BROKERS", ",".join(ALL_BROKERS)),
+        help=(
+            "comma-separated brokers the integration tests run on: embedded, kafka "
+            "(default: both; or AGENTSTREAM_TEST_BROKERS)"
+        ),
+    )
+
+
+def brokers_asked(config: pytest.Config) -> list[str]:
+    if os.environ.get("AGENTSTREAM_BOOTSTRAP_SERVERS"):
+        return ["configured"]
+    asked = [b.strip() for b in str(config.getoption("--brokers")).split(",") if b.strip()]
+    unknown = sorted(set(asked) - set(ALL_BROKERS))
+    if unknown or not asked:
+        raise pytest.UsageError(f"--brokers takes {', '.join(ALL_BROKERS)}; got {asked}")
+    return asked
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test that reaches a broker, directly or through another fixture, runs per broker.
+    if "broker_kind" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "broker_kind", brokers_asked(metafunc.config), indirect=True, scope="session"
+        )
+
+
+@pytest.fixture(scope="session")
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    """The broker this test runs on: ``embedded``, ``kafka`` or ``configured``."""
+    kind: str = request.param
+    return kind
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,19 +101,24 @@ def stack_workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def bootstrap_servers(env_settings: Settings, stack_workdir: Path) -> Iterator[str]:
-    if env_settings.bootstrap_servers:
+def bootstrap_servers(
+    env_settings: Settings, stack_workdir: Path, broker_kind: str
+) -> Iterator[str]:
+    if broker_kind == "configured":
+        assert env_settings.bootstrap_servers
         yield env_settings.bootstrap_servers
         return
-    if _docker_answers():
+    if broker_kind == "kafka" and _docker_answers():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer().with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
         return
-    from agentstream.tools.stack_broker import EmbeddedBroker
+    from agentstream.tools.stack import BrokerKind, make_broker
 
-    broker = EmbeddedBroker(stack_workdir)
+    workdir = stack_workdir / broker_kind
+    workdir.mkdir()
+    broker = make_broker(BrokerKind(broker_kind), workdir)
     try:
         broker.start()
         yield broker.bootstrap_servers

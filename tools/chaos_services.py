@@ -26,14 +26,24 @@ def prepare_services(
     )
 
 
-def reliability_services(spec: str, prefix: str, schema: str) -> list[ServiceCommand]:
+def reliability_services(
+    spec: str, prefix: str, schema: str, *, instance: int = 1
+) -> list[ServiceCommand]:
     """Every service of ``dev up``, with groups of their own (``prefix``) and static member ids
-    where the service has them, so a restarted member takes its partitions back at once."""
+    where the service has them, so a restarted member takes its partitions back at once.
+
+    ``instance`` > 1 gives further members of the same groups (named ``processor-2`` and so on)
+    for scale-out runs. Those are dynamic members: one that stops leaves its group at once,
+    where a static member's partitions wait for its session to time out (and the embedded
+    broker never expires a static member at all; see README, "Broker differences").
+    """
 
     def group(name: str) -> tuple[str, ...]:
+        if instance > 1:
+            return ("--group", f"{prefix}{name}")
         return ("--group", f"{prefix}{name}", "--instance-id", f"{prefix}{name}-1")
 
-    return [
+    commands = [
         ServiceCommand(
             "processor",
             ("processor", "run", "--spec", spec, *group("processor")),
@@ -59,4 +69,11 @@ def reliability_services(spec: str, prefix: str, schema: str) -> list[ServiceCom
             ("projections", "run", "--schema", schema, *group("projector"), "--max-backoff", "1"),
             "projector_started",
         ),
+    ]
+    if instance == 1:
+        return commands
+    return [
+        ServiceCommand(f"{c.name}-{instance}", c.args, c.ready_marker)
+        for c in commands
+        if c.name != "approval-timer"  # one timer is enough; its group is not scaled here
     ]

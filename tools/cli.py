@@ -35,8 +35,10 @@ from agentstream.tools import (
     cmd_replay,
     cmd_soak,
 )
+from agentstream.tools.cli_options import BrokerOption
 from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC, load_spec
+from agentstream.tools.stack import BrokerKind
 
 if TYPE_CHECKING:
     from agentstream.processors.breaker import BreakerPolicy
@@ -100,7 +102,12 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> NoReturn:
 def dev_up(
     data_dir: Annotated[
         Path | None,
-        typer.Option(help="Keep PostgreSQL data here across restarts (default: a temp dir)."),
+        typer.Option(
+            help=(
+                "Keep PostgreSQL data here across restarts (default: a temp dir); with "
+                "--broker kafka, Kafka's log too, in PATH-kafka."
+            )
+        ),
     ] = None,
     spec: Annotated[
         str, typer.Option(help="The agent the services run, as package.module:attribute.")
@@ -109,13 +116,15 @@ def dev_up(
         bool,
         typer.Option(help="Also run the agentstream services (processor, workers, projector)."),
     ] = True,
+    broker: BrokerOption = BrokerKind.EMBEDDED,
 ) -> None:
-    """Start the embedded stack in the foreground until Ctrl-C; prints its settings when ready."""
+    """Start the development stack in the foreground until Ctrl-C; prints its settings when
+    ready."""
     # Also SIGINT: a shell starts background jobs with it ignored, and Python keeps that.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     try:
-        with full_stack(spec, data_dir=data_dir, services=services) as running:
+        with full_stack(spec, data_dir=data_dir, services=services, broker=broker) as running:
             endpoints = running.endpoints
             write_dev_stack(DevStackRecord(pid=os.getpid(), **endpoints.__dict__))
             try:
@@ -139,8 +148,9 @@ def demo(
     interactive: Annotated[
         bool, typer.Option(help="Ask before granting each approval instead of auto-approving.")
     ] = False,
+    broker: BrokerOption = BrokerKind.EMBEDDED,
 ) -> None:
-    """Run the sample support agent end to end on the embedded stack, then stop everything."""
+    """Run the sample support agent end to end on a stack of its own, then stop everything."""
     from rich.prompt import Confirm
 
     from agentstream.schemas.events import ApprovalRequested
@@ -153,8 +163,8 @@ def demo(
         question = f"approve {request.tool}({request.arguments_json}) for {request.agent_id}?"
         return "you" if Confirm.ask(question, console=err) else None
 
-    out.print("starting the embedded stack and the agentstream services…")
-    with full_stack(DEFAULT_SPEC) as running:
+    out.print(f"starting the {broker} stack and the agentstream services…")
+    with full_stack(DEFAULT_SPEC, broker=broker) as running:
         out.print(
             f"ready in {running.ready_seconds:.1f}s; sending three questions to the "
             "support agent (scripted model, refunds need approval)\n"

@@ -22,8 +22,10 @@ from rich.progress import (
 )
 
 from agentstream.streams.settings import load_settings
+from agentstream.tools.cli_options import BrokerOption
 from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC
+from agentstream.tools.stack import BrokerKind
 
 _ENDPOINTS = (
     "AGENTSTREAM_BOOTSTRAP_SERVERS",
@@ -60,6 +62,7 @@ def bench(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")
     ] = None,
+    broker: BrokerOption = BrokerKind.EMBEDDED,
 ) -> None:
     """Measure processor, Faust baseline, raw Kafka and Avro limits, projector, rebuild,
     end-to-end latency and dev-up time, in one run on the embedded stack (or the services
@@ -91,7 +94,7 @@ def bench(
         console=screen,
         transient=False,
     ) as progress:
-        with full_stack(DEFAULT_SPEC) as running:
+        with full_stack(DEFAULT_SPEC, broker=broker) as running:
             report.figures["dev_up_ready_s"] = running.ready_seconds
             report.figures["stack_ready_s"] = running.stack.startup_seconds or 0.0
             progress.add_task(
@@ -108,6 +111,7 @@ def bench(
             bench_stages.measure_all(report, load_settings(use_dev_stack=False), progress)
     report.details["seconds"] = time.monotonic() - began
     report.details["services"] = "configured" if configured else "embedded"
+    report.details["broker"] = "configured" if configured else str(broker)
     screen.print(bench_report.table(report))
     for name, target in report.targets().items():
         if not target["met"]:

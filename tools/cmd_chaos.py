@@ -10,8 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from agentstream.tools.chaos_driver import ChaosConfig, ChaosReport, run_chaos
+from agentstream.tools.cli_options import BrokerOption
 from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC
+from agentstream.tools.stack import BrokerKind
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -59,6 +61,7 @@ def chaos(
     spec: Annotated[str, typer.Option(help="The agent, as package.module:attribute.")] = (
         DEFAULT_SPEC
     ),
+    broker: BrokerOption = BrokerKind.EMBEDDED,
 ) -> None:
     """Run agents through every service while random services are SIGKILLed and restarted,
     then check: one outcome per run, no transition applied twice, read models equal a rebuild,
@@ -72,8 +75,8 @@ def chaos(
         max_gap_s=max(min_gap, max_gap),
         spec=spec,
     )
-    err.print("starting an embedded stack of its own…")
-    with full_stack(spec, services=False) as running:
+    err.print(f"starting a stack of its own ({broker} broker)…")
+    with full_stack(spec, services=False, broker=broker) as running:
         tag = uuid.uuid4().hex[:6]
         settings = running.settings.model_copy(update={"topic_prefix": f"chaos{tag}."})
         report = run_chaos(

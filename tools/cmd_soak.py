@@ -10,9 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agentstream.tools.cli_options import BrokerOption
 from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC
 from agentstream.tools.soak_driver import Sample, SoakConfig, SoakReport, run_soak
+from agentstream.tools.stack import BrokerKind
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -68,6 +70,7 @@ def soak(
     spec: Annotated[str, typer.Option(help="The agent, as package.module:attribute.")] = (
         DEFAULT_SPEC
     ),
+    broker: BrokerOption = BrokerKind.EMBEDDED,
 ) -> None:
     """Run a steady load through every service and report throughput and memory; exits 1 if a
     service's memory kept growing over the second half or a run did not end."""
@@ -83,8 +86,8 @@ def soak(
             f"({sample.throughput:.1f}/s) RSS MB {memory}"
         )
 
-    err.print("starting an embedded stack of its own…")
-    with full_stack(spec, services=False) as running:
+    err.print(f"starting a stack of its own ({broker} broker)…")
+    with full_stack(spec, services=False, broker=broker) as running:
         tag = uuid.uuid4().hex[:6]
         settings = running.settings.model_copy(update={"topic_prefix": f"soak{tag}."})
         report = run_soak(

@@ -1,4 +1,4 @@
-"""Everything ``dev up`` and the demo run: the embedded stack, topics, tables and services."""
+"""Everything ``dev up`` and the demo run: the development stack, topics, tables and services."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from agentstream.streams.logs import get_logger
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import ensure_topics
 from agentstream.tools.services import ServiceCommand, ServiceSupervisor
-from agentstream.tools.stack import EmbeddedStack, StackEndpoints
+from agentstream.tools.stack import BrokerKind, EmbeddedStack, StackEndpoints
 
 log = get_logger(__name__)
 
@@ -47,13 +47,17 @@ class RunningStack:
 
 @contextmanager
 def full_stack(
-    spec: str, *, data_dir: Path | None = None, services: bool = True
+    spec: str,
+    *,
+    data_dir: Path | None = None,
+    services: bool = True,
+    broker: BrokerKind = BrokerKind.EMBEDDED,
 ) -> Iterator[RunningStack]:
     """Start it all, hand it over when ready, stop it all afterwards (also on errors)."""
     from agentstream.projections.migrate import migrate
 
     began = time.monotonic()
-    stack = EmbeddedStack(data_dir=data_dir)
+    stack = EmbeddedStack(data_dir=data_dir, broker=broker)
     supervisor: ServiceSupervisor | None = None
     try:
         endpoints = stack.start()

@@ -112,8 +112,9 @@ class ServiceSupervisor:
             for k, v in os.environ.items()
             if inherit_settings or not k.startswith("AGENTSTREAM_")
         }
-        full_env = {**inherited, **env, "AGENTSTREAM_LOG_FORMAT": "json"}
-        self.services = [Service(c, workdir, full_env) for c in commands]
+        self.workdir = workdir
+        self.env = {**inherited, **env, "AGENTSTREAM_LOG_FORMAT": "json"}
+        self.services = [Service(c, workdir, self.env) for c in commands]
 
     def start(self, timeout: float = 60.0) -> None:
         for service in self.services:
@@ -121,6 +122,20 @@ class ServiceSupervisor:
         deadline = time.monotonic() + timeout
         for service in self.services:
             service.wait_ready(max(1.0, deadline - time.monotonic()))
+
+    def add(self, command: ServiceCommand, timeout: float = 60.0) -> Service:
+        """Start one more service (another member of a group, say) and wait until it is ready."""
+        service = Service(command, self.workdir, self.env)
+        self.services.append(service)
+        service.start()
+        service.wait_ready(timeout)
+        return service
+
+    def remove(self, name: str) -> int | None:
+        """Stop one service (SIGTERM: it leaves its group) and forget it; its exit code."""
+        service = next(s for s in self.services if s.name == name)
+        self.services.remove(service)
+        return service.stop()
 
     def check(self) -> None:
         """Restart any service that exited; give up on one that keeps crashing."""

