@@ -8,6 +8,7 @@ hence 6 s. Values stay bytes (the ``raw`` codec): the Avro serde decodes them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
@@ -19,7 +20,10 @@ import faust
 
 from agentstream.processors.faust_transport import Transport
 from agentstream.schemas.errors import ConfigurationError
+from agentstream.streams.logs import get_logger
 from agentstream.streams.settings import Settings
+
+log = get_logger(__name__)
 
 SESSION_TIMEOUT_S = 6.0
 
@@ -80,11 +84,43 @@ def _data_root() -> Path:
     return root
 
 
+async def idempotence_granted(settings: Settings, timeout_s: float = 10.0) -> bool:
+    """Whether the broker gives aiokafka a producer id. Apache Kafka does; the embedded broker
+    answers aiokafka's ``InitProducerId`` with an error (within milliseconds), and an idempotent
+    aiokafka producer would then never deliver anything."""
+    from aiokafka import AIOKafkaProducer
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.require_bootstrap_servers().split(","),
+        enable_idempotence=True,
+        **credentials_to_aiokafka_auth(broker_credentials(settings)),
+    )
+    try:
+        await asyncio.wait_for(producer.start(), timeout_s)
+        # aiokafka asks for the producer id only before its first send; ask now, so a
+        # refusal is known before the worker takes any call.
+        await asyncio.wait_for(producer._sender._maybe_wait_for_pid(), timeout_s)
+    except Exception as exc:  # any refusal or timeout means: run without idempotence
+        log.info("producer_idempotence", enabled=False, reason=f"{type(exc).__name__}: {exc}")
+        return False
+    finally:
+        await producer.stop()
+    return True
+
+
 def worker_app(
-    settings: Settings, app_id: str, *, instance_id: str | None = None, **overrides: Any
+    settings: Settings,
+    app_id: str,
+    *,
+    instance_id: str | None = None,
+    idempotent: bool = False,
+    **overrides: Any,
 ) -> Any:
     """A Faust app without web server, tables or topic declaration (``topics ensure`` owns the
-    topics and their configuration)."""
+    topics and their configuration). Its consumers read committed records only when the
+    processor writes in transactions; ``idempotent`` (see :func:`idempotence_granted`) makes
+    its producer idempotent."""
     options: dict[str, Any] = {
         "broker": broker_urls(settings),
         "broker_credentials": broker_credentials(settings),
@@ -113,5 +149,11 @@ def worker_app(
     options.update(overrides)
     app = faust.App(app_id, **options)
     # Before anything touches app.transport (app.topic does), so every consumer is ours.
-    app.transport = Transport(app.conf.broker_consumer, app, fetch_wait_ms=settings.fetch_wait_ms)
+    app.transport = Transport(
+        app.conf.broker_consumer,
+        app,
+        fetch_wait_ms=settings.fetch_wait_ms,
+        read_committed=settings.processor_transactions,
+        idempotent=idempotent,
+    )
     return app

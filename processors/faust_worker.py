@@ -22,7 +22,11 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from agentstream.processors.faust_config import quiet_faust_logging, worker_app
+from agentstream.processors.faust_config import (
+    idempotence_granted,
+    quiet_faust_logging,
+    worker_app,
+)
 from agentstream.processors.offsets import InOrderAcks
 from agentstream.processors.results import encodable
 from agentstream.schemas.errors import SerializationError
@@ -90,6 +94,7 @@ class FaustCallWorker:
         self._stop_requested = False
         self._draining = False
         self._app: Any = None
+        self._idempotent = False
         self._slots: asyncio.Semaphore | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -120,7 +125,10 @@ class FaustCallWorker:
         self._slots = asyncio.Semaphore(self.concurrency)
         if self._stop_requested:
             return
-        app = self._app = worker_app(self.settings, self.group_id, instance_id=self._instance_id)
+        self._idempotent = idempotent = await idempotence_granted(self.settings)
+        app = self._app = worker_app(
+            self.settings, self.group_id, instance_id=self._instance_id, idempotent=idempotent
+        )
         topic = app.topic(
             self._requests_topic,
             key_type=bytes,
@@ -157,6 +165,8 @@ class FaustCallWorker:
             group=self.group_id,
             topic=self._requests_topic,
             concurrency=self.concurrency,
+            idempotent_producer=self._idempotent,
+            read_committed=self.settings.processor_transactions,
         )
 
     async def _on_revoked(self, _sender: Any, revoked: set[Any], **_kwargs: Any) -> None:

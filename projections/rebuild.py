@@ -38,6 +38,7 @@ from agentstream.projections.projector import SOURCE, projected_topics
 from agentstream.projections.writer import PROJECTION, ApplyResult, BatchWriter, Unwritable
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.streams.dlq import DeadLetterSink
+from agentstream.streams.log_end import places_with_records
 from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.serde import EventSerde, registry_client
@@ -250,9 +251,12 @@ def rebuild(
         with connect(database_url, schema) as conn:
             live = _live_offsets(conn, schema)
             if live is not None:
-                report.live_behind = sorted(
-                    key for key, offset in worker.stored.items() if live.get(key, 0) < offset
-                )
+                short = {
+                    key: (live.get(key, 0), offset)
+                    for key, offset in worker.stored.items()
+                    if live.get(key, 0) < offset
+                }
+                report.live_behind = sorted(places_with_records(worker.consumer, short, timeout=30))
                 catch_up = {k: o for k, o in live.items() if o > worker.stored.get(k, 0)}
                 worker.project(catch_up, on_progress, total)
             # The shadow is summed on a second connection while this one sums the live tables:

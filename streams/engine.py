@@ -15,6 +15,7 @@ before the request the restored state knows of. Correctness never depends on tra
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import signal
@@ -31,12 +32,14 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
+    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from agentstream.processors.machine import transition
 from agentstream.processors.spec import AgentSpec
@@ -77,6 +80,13 @@ STOP_TIMEOUT_S = 20.0
 EXIT_STOP_TIMED_OUT = 75
 
 
+def _is_fatal(exc: BaseException) -> bool:
+    """librdkafka's fatal errors (a fenced transactional producer: another instance took over)
+    end the process; everything else is retried from the log."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and error.fatal()
+
+
 def _abandon_stop() -> None:
     # Where it hung goes to stderr (the service's log) so a hang explains itself.
     log.error("processor_stop_timed_out", seconds=STOP_TIMEOUT_S)
@@ -96,6 +106,8 @@ class EngineStats:
     dead_lettered: int = 0
     emitted: int = 0
     restored_agents: int = 0
+    #: batches that failed to reach the broker and were run again from the log
+    recoveries: int = 0
     restored_partitions: set[int] = field(default_factory=set)
 
 
@@ -190,9 +202,15 @@ class ProcessorEngine:
                 "linger.ms": 0,
                 "partitioner": "murmur2_random",
                 "queue.buffering.max.messages": 500_000,
-                # A stable transactional id fences a zombie twin of a static member.
+                # A stable transactional id fences a zombie twin of a static member. A member
+                # without one that crashes leaves its transaction open, holding back every
+                # read_committed reader of its partitions until the broker aborts it: so the
+                # timeout is short (a batch takes milliseconds).
                 **(
-                    {"transactional.id": f"{group_id}-{instance_id or uuid.uuid4()}"}
+                    {
+                        "transactional.id": f"{group_id}-{instance_id or uuid.uuid4()}",
+                        "transaction.timeout.ms": 10_000,
+                    }
                     if transactional
                     else {}
                 ),
@@ -206,6 +224,7 @@ class ProcessorEngine:
         self._kept: dict[int, tuple[int, dict[str, AgentState]]] = {}
         # Co-partitioned: an agent's partition of every input topic comes to the same instance,
         # so its model, tool and approval results reach the instance holding its state.
+        self._admin = AdminClient(settings.kafka_config())
         self._consumer = Consumer(
             group_config(
                 settings,
@@ -255,10 +274,55 @@ class ProcessorEngine:
         log.info("processor_started", group=self.group_id, topics=self._input_topics)
         try:
             while not self._stop.is_set() and not (until and until()):
-                self.process_batch()
+                try:
+                    self.process_batch()
+                except (KafkaException, DeliveryError) as exc:
+                    if _is_fatal(exc):
+                        raise
+                    self._recover(exc)
         finally:
             self._close()
         return self.stats
+
+    def _recover(self, failure: BaseException) -> None:
+        """A batch failed to reach the broker (it restarts, a transaction was aborted, an
+        acknowledgement timed out): go back to what the log holds, as a restart would, without
+        one. The in-memory states may be ahead of the changelog, so every partition is restored
+        from it and consumption continues from the committed offsets; the batch runs again and
+        yields the same outputs with the same event ids."""
+        self.stats.recoveries += 1
+        log.warning("batch_failed", error=str(failure), transactional=self.transactional)
+        for attempt in range(1, 1_000_000):
+            if self._stop.is_set():
+                return
+            try:
+                self._reset_to_log()
+            except (KafkaException, DeliveryError) as exc:
+                if _is_fatal(exc):
+                    raise
+                pause = min(0.25 * 2**attempt, 5.0)
+                log.warning("recovery_retry", attempt=attempt, error=str(exc), pause_s=pause)
+                self._stop.wait(pause)
+                continue
+            log.info("batch_recovered", attempts=attempt)
+            return
+
+    def _reset_to_log(self) -> None:
+        if self.transactional:
+            # An abortable transaction must be aborted before the next one may begin; with no
+            # transaction open this raises, which is fine.
+            with contextlib.suppress(KafkaException):
+                self._producer.abort_transaction(30)
+        self._delivery_errors.clear()
+        self._snapshot_offsets.clear()
+        assignment = self._consumer.assignment()
+        partitions = {tp.partition for tp in assignment}
+        self._states.clear()
+        self._kept.clear()
+        restored, _resent = self._restore(partitions)
+        self._states.update(restored)
+        for tp in self._committed(assignment):
+            self._consumer.seek(tp)
 
     def _close(self) -> None:
         try:
@@ -290,7 +354,7 @@ class ProcessorEngine:
                 outbox_resent=resent,
                 seconds=round(time.monotonic() - started, 3),
             )
-        consumer.assign(partitions)
+        consumer.assign(self._committed(partitions))
         self.readiness.set(ASSIGNED)
         self.readiness.set(RESTORED)
 
@@ -313,6 +377,33 @@ class ProcessorEngine:
                 self._kept[partition] = (ends[partition], states)
         self.readiness.set(ASSIGNED, False)
         log.info("partitions_revoked", partitions=sorted(revoked))
+
+    def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Where each partition continues: its committed offset, asked for without
+        ``require_stable``. A read_committed consumer left to fetch them itself asks for stable
+        offsets, and Apache Kafka 4 was seen to leave that request unanswered for good after a
+        broker restart, with a crashed instance's transactional offsets pending. An unstable
+        answer is safe here: at worst it is older, and re-consumed events are no-ops."""
+        request = ConsumerGroupTopicPartitions(
+            self.group_id, [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        )
+        for attempt in range(1, 7):
+            future = self._admin.list_consumer_group_offsets([request], request_timeout=10)
+            try:
+                found = future[self.group_id].result().topic_partitions or []
+                break
+            except KafkaException as exc:  # the coordinator moves or restarts: ask again
+                if attempt == 6:
+                    raise
+                log.warning("committed_offsets_retry", attempt=attempt, error=str(exc))
+                time.sleep(min(0.5 * 2**attempt, 5.0))
+        # Never committed: from the beginning, as auto.offset.reset says.
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            )
+            for tp in found
+        ]
 
     def _changelog_ends(self, partitions: set[int]) -> dict[int, int]:
         ends: dict[int, int] = {}

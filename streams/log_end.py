@@ -70,3 +70,32 @@ def read_to_end(
         # Only now: while the caller works through the batch, its partitions are still listed.
         for place in finished:
             ends.pop(place, None)
+
+
+def places_with_records(
+    consumer: Consumer, spans: dict[Place, tuple[int, int]], *, timeout: float
+) -> set[Place]:
+    """The partitions holding a record this consumer would be given in [start, end) of their
+    span. After a transactional writer's last record comes its commit marker, and aborted
+    records are never delivered: a reader that has seen every record can stand short of the
+    high watermark, and only this tells it apart from one that is behind. ``consumer`` needs
+    ``enable.partition.eof``; its assignment is replaced. Partitions not read through within
+    ``timeout`` (an open transaction holds their end back) count as holding records."""
+    reading = {place: end for place, (start, end) in spans.items() if end > start}
+    found: set[Place] = set()
+    if not reading:
+        return found
+    consumer.assign([TopicPartition(t, p, spans[(t, p)][0]) for t, p in reading])
+    try:
+        deadline = time.monotonic() + timeout
+        for records in read_to_end(consumer, reading, batch=500, poll=0.2, deadline=deadline):
+            for msg in records:
+                place = (msg.topic() or "", msg.partition() or 0)
+                if place in reading and (msg.offset() or 0) < spans[place][1]:
+                    found.add(place)
+                    reading.pop(place)
+    except ServiceUnavailableError:
+        found |= set(reading)
+    finally:
+        consumer.assign([])
+    return found

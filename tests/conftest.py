@@ -23,6 +23,7 @@ from types import FrameType
 import pytest
 
 from agentstream.streams.settings import Settings, load_settings
+from agentstream.tools.stack import Broker
 
 #: every broker kind, in the order the suite runs them
 ALL_BROKERS = ("embedded", "kafka")
@@ -50,11 +51,29 @@ def brokers_asked(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # Every test that reaches a broker, directly or through another fixture, runs per broker.
-    if "broker_kind" in metafunc.fixturenames:
-        metafunc.parametrize(
-            "broker_kind", brokers_asked(metafunc.config), indirect=True, scope="session"
-        )
+    # Every test that reaches a broker, directly or through another fixture, runs per broker;
+    # one marked ``brokers(...)`` only on those (what only one broker can show).
+    if "broker_kind" not in metafunc.fixturenames:
+        return
+    kinds = brokers_asked(metafunc.config)
+    marker = metafunc.definition.get_closest_marker("brokers")
+    if marker is not None:
+        # Never an empty parameter set (pytest would count a skip): the kinds not asked for are
+        # deselected below instead.
+        kinds = [k for k in kinds if k in marker.args] or list(marker.args)
+    metafunc.parametrize("broker_kind", kinds, indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    asked = set(brokers_asked(config))
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("broker_kind") if callspec is not None else None
+        (drop if kind is not None and kind not in asked else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -101,29 +120,38 @@ def stack_workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def bootstrap_servers(
-    env_settings: Settings, stack_workdir: Path, broker_kind: str
-) -> Iterator[str]:
-    if broker_kind == "configured":
-        assert env_settings.bootstrap_servers
-        yield env_settings.bootstrap_servers
-        return
-    if broker_kind == "kafka" and _docker_answers():
-        from testcontainers.kafka import KafkaContainer
-
-        with KafkaContainer().with_kraft() as kafka:
-            yield kafka.get_bootstrap_server()
+def broker(broker_kind: str, stack_workdir: Path) -> Iterator[Broker | None]:
+    """The broker process this session started (None when the environment or a container
+    provides the broker): tests of broker crashes kill and restart it."""
+    if broker_kind == "configured" or (broker_kind == "kafka" and _docker_answers()):
+        yield None
         return
     from agentstream.tools.stack import BrokerKind, make_broker
 
     workdir = stack_workdir / broker_kind
     workdir.mkdir()
-    broker = make_broker(BrokerKind(broker_kind), workdir)
+    started = make_broker(BrokerKind(broker_kind), workdir)
     try:
-        broker.start()
-        yield broker.bootstrap_servers
+        started.start()
+        yield started
     finally:
-        broker.stop()
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers(
+    env_settings: Settings, broker_kind: str, broker: Broker | None
+) -> Iterator[str]:
+    if broker is not None:
+        yield broker.bootstrap_servers
+    elif broker_kind == "configured":
+        assert env_settings.bootstrap_servers
+        yield env_settings.bootstrap_servers
+    else:
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
 
 
 @pytest.fixture(scope="session")

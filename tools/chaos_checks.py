@@ -31,6 +31,7 @@ from agentstream.schemas.events import (
     RunFailed,
 )
 from agentstream.streams.engine import PROCESSOR_INPUTS
+from agentstream.streams.log_end import places_with_records
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import DLQ, OUTCOMES, STATE
@@ -84,19 +85,34 @@ def topic_ends(settings: Settings) -> dict[tuple[str, int], int]:
 
 
 def wait_projection_caught_up(settings: Settings, schema: str, timeout: float) -> bool:
-    """Until the projector's stored offsets reach the end of every topic twice in a row."""
+    """Until the projector's stored offsets reach the last record of every topic twice in a
+    row (past them there may be transaction markers only)."""
+    from confluent_kafka import Consumer
+
     database_url = settings.require_database_url()
     deadline = time.monotonic() + timeout
     previous: dict[tuple[str, int], int] | None = None
-    while time.monotonic() < deadline:
-        ends = topic_ends(settings)
-        with connect(database_url, schema, autocommit=True) as conn:
-            stored = projection_position(conn)
-        caught_up = all(stored.get(key, 0) >= end for key, end in ends.items() if end > 0)
-        if caught_up and ends == previous:
-            return True
-        previous = ends if caught_up else None
-        time.sleep(0.3)
+    reader = Consumer(
+        {
+            **settings.kafka_config(),
+            "group.id": "agentstream-ends",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        while time.monotonic() < deadline:
+            ends = topic_ends(settings)
+            with connect(database_url, schema, autocommit=True) as conn:
+                stored = projection_position(conn)
+            short = {key: (stored.get(key, 0), end) for key, end in ends.items()}
+            caught_up = not places_with_records(reader, short, timeout=10)
+            if caught_up and ends == previous:
+                return True
+            previous = ends if caught_up else None
+            time.sleep(0.3)
+    finally:
+        reader.close()
     return False
 
 

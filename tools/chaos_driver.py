@@ -28,6 +28,7 @@ from agentstream.tools.chaos_workload import (
 )
 from agentstream.tools.loading import DEFAULT_SPEC, load_spec
 from agentstream.tools.services import ServiceSupervisor
+from agentstream.tools.stack import Broker
 
 Progress = Callable[[str], None]
 
@@ -42,6 +43,8 @@ class ChaosConfig:
     min_gap_s: float = 0.4
     max_gap_s: float = 2.0
     bad_records: int = 6
+    #: how many of the kills hit the broker itself (it must keep its log: Apache Kafka)
+    broker_kills: int = 0
     settle_timeout_s: float = 180.0
     spec: str = DEFAULT_SPEC
 
@@ -79,9 +82,13 @@ def run_chaos(
     *,
     schema: str,
     progress: Progress = lambda _: None,
+    broker: Broker | None = None,
 ) -> ChaosReport:
     """Run the workload under kills on ``settings`` (topics under its own prefix) and the
-    projection schema ``schema``; every process started here is stopped here."""
+    projection schema ``schema``; every process started here is stopped here. ``broker`` is the
+    broker process that ``config.broker_kills`` of the kills hit (restarted at once)."""
+    if config.broker_kills and broker is None:
+        raise ValueError("broker kills need the broker process")
     began = time.monotonic()
     spec = load_spec(config.spec)
     inputs = questions(config.agents, config.runs_per_agent, config.seed)
@@ -95,6 +102,7 @@ def run_chaos(
         bad = _under_kills(
             settings,
             services=services,
+            broker=broker,
             inputs=inputs,
             config=config,
             report=report,
@@ -132,6 +140,7 @@ def _under_kills(
     settings: Settings,
     *,
     services: ServiceSupervisor,
+    broker: Broker | None,
     inputs: list[AgentInput],
     config: ChaosConfig,
     report: ChaosReport,
@@ -139,6 +148,9 @@ def _under_kills(
 ) -> list[BadRecord]:
     """Send the inputs in slices, one between two kills, so the kills hit work in flight."""
     rng = random.Random(config.seed)
+    # Broker kills spread evenly over the run; the others hit a random service.
+    step = (config.kills + 1) / (config.broker_kills + 1)
+    broker_at = {round(step * (i + 1)) - 1 for i in range(min(config.broker_kills, config.kills))}
     began = time.monotonic()
     slices = config.kills + 1
     per_slice = len(inputs) // slices + 1
@@ -151,6 +163,16 @@ def _under_kills(
             if n == config.kills:
                 break
             time.sleep(rng.uniform(config.min_gap_s, config.max_gap_s))
+            if broker is not None and n in broker_at:
+                began_restart = time.monotonic()
+                broker.kill()
+                broker.start()
+                report.kills["broker"] += 1
+                progress(
+                    f"kill {n + 1}/{config.kills}: broker "
+                    f"(back in {time.monotonic() - began_restart:.1f}s)"
+                )
+                continue
             victim = rng.choice(services.services)
             if not victim.alive():
                 report.verdict.problem(

@@ -62,10 +62,30 @@ def chaos(
         DEFAULT_SPEC
     ),
     broker: BrokerOption = BrokerKind.EMBEDDED,
+    broker_kills: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="How many of the kills hit the broker itself [kafka: 3; embedded: 0, it keeps "
+            "topics in memory only].",
+        ),
+    ] = None,
+    transactions: Annotated[
+        bool,
+        typer.Option(help="The processor writes each batch in a Kafka transaction (kafka only)."),
+    ] = False,
 ) -> None:
     """Run agents through every service while random services are SIGKILLed and restarted,
     then check: one outcome per run, no transition applied twice, read models equal a rebuild,
     and only the intended records in the DLQ. Exits 1 if any check fails."""
+    if broker is BrokerKind.EMBEDDED and (broker_kills or transactions):
+        err.print(
+            "the embedded broker loses its topics on a restart and shows aborted transactions "
+            "to every reader: broker kills and transactions need --broker kafka"
+        )
+        raise typer.Exit(2)
+    if broker_kills is None:
+        broker_kills = min(3, kills) if broker is BrokerKind.KAFKA else 0
     config = ChaosConfig(
         agents=agents,
         runs_per_agent=runs_per_agent,
@@ -74,13 +94,21 @@ def chaos(
         min_gap_s=min_gap,
         max_gap_s=max(min_gap, max_gap),
         spec=spec,
+        broker_kills=min(broker_kills, kills),
     )
     err.print(f"starting a stack of its own ({broker} broker)…")
     with full_stack(spec, services=False, broker=broker) as running:
         tag = uuid.uuid4().hex[:6]
-        settings = running.settings.model_copy(update={"topic_prefix": f"chaos{tag}."})
+        settings = running.settings.model_copy(
+            update={"topic_prefix": f"chaos{tag}.", "processor_transactions": transactions}
+        )
         report = run_chaos(
-            settings, running.stack.workdir, config, schema=f"chaos_{tag}", progress=err.print
+            settings,
+            running.stack.workdir,
+            config,
+            schema=f"chaos_{tag}",
+            progress=err.print,
+            broker=running.stack.broker if config.broker_kills else None,
         )
     out.print(figures_table(report))
     out.print(report.figures())

@@ -178,6 +178,7 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "AGENTSTREAM_DATABASE_URL": settings.require_database_url(),
         "AGENTSTREAM_TOPIC_PREFIX": settings.topic_prefix,
         "AGENTSTREAM_PARTITIONS": str(settings.partitions),
+        "AGENTSTREAM_PROCESSOR_TRANSACTIONS": str(settings.processor_transactions).lower(),
     }
     env.update(settings.security_environment())
     return env

@@ -44,6 +44,9 @@ class Broker(Protocol):
 
     def start(self) -> None: ...
 
+    def kill(self) -> None:
+        """SIGKILL it, as a crash would; ``start`` again brings it back on the same port."""
+
     def stop(self) -> None: ...
 
 

@@ -79,6 +79,12 @@ class EmbeddedBroker:
             return False
         return True
 
+    def kill(self) -> None:
+        """SIGKILL the broker; it keeps topics in memory only, so a restart starts empty."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
     def stop(self) -> None:
         if self.proc is not None:
             stack_process.stop(self.proc)

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import uuid
@@ -235,7 +234,7 @@ class ApacheKafkaBroker:
     def kill(self) -> None:
         """SIGKILL the broker, as a crash would; its log stays on disk."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            self.proc.kill()
             self.proc.wait(10)
 
     def stop(self) -> None:
