@@ -32,14 +32,12 @@ from typing import Any
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
 from agentstream.processors.machine import transition
 from agentstream.processors.spec import AgentSpec
@@ -57,7 +55,7 @@ from agentstream.streams.consumer import group_config
 from agentstream.streams.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.log_end import log_ends, read_to_end
 from agentstream.streams.logs import get_logger
-from agentstream.streams.producer import Headers, message_headers
+from agentstream.streams.producer import Headers, message_headers, record_key
 from agentstream.streams.serde import DecodeError, EventSerde
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import (
@@ -224,7 +222,15 @@ class ProcessorEngine:
         self._kept: dict[int, tuple[int, dict[str, AgentState]]] = {}
         # Co-partitioned: an agent's partition of every input topic comes to the same instance,
         # so its model, tool and approval results reach the instance holding its state.
-        self._admin = AdminClient(settings.kafka_config())
+        # Reads the group's committed offsets only; never joins the group.
+        self._offsets = Consumer(
+            {
+                **settings.kafka_config(),
+                "group.id": group_id,
+                "isolation.level": "read_uncommitted",
+                "enable.auto.commit": False,
+            }
+        )
         self._consumer = Consumer(
             group_config(
                 settings,
@@ -328,6 +334,7 @@ class ProcessorEngine:
         try:
             self._consumer.close()  # leaves the group so partitions move at once
         finally:
+            self._offsets.close()
             self._producer.flush(STOP_TIMEOUT_S)
         log.info(
             "processor_stopped",
@@ -383,14 +390,13 @@ class ProcessorEngine:
         ``require_stable``. A read_committed consumer left to fetch them itself asks for stable
         offsets, and Apache Kafka 4 was seen to leave that request unanswered for good after a
         broker restart, with a crashed instance's transactional offsets pending. An unstable
-        answer is safe here: at worst it is older, and re-consumed events are no-ops."""
-        request = ConsumerGroupTopicPartitions(
-            self.group_id, [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-        )
+        answer is safe here: at worst it is older, and re-consumed events are no-ops. (Not the
+        AdminClient: its offset listing tripped an assertion in librdkafka 2.x while the broker
+        restarted, aborting the process.)"""
+        wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         for attempt in range(1, 7):
-            future = self._admin.list_consumer_group_offsets([request], request_timeout=10)
             try:
-                found = future[self.group_id].result().topic_partitions or []
+                found = self._offsets.committed(wanted, timeout=10)
                 break
             except KafkaException as exc:  # the coordinator moves or restarts: ask again
                 if attempt == 6:
@@ -641,7 +647,7 @@ class ProcessorEngine:
             )
             self._produce(
                 self._state_topic,
-                f"__marker__/{partition}".encode(),
+                (record_key(marker) or "").encode(),
                 self.serde.encode(self._state_topic, marker),
                 partition=partition,
             )

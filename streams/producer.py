@@ -13,7 +13,13 @@ from confluent_kafka import KafkaError, Message, Producer
 from pydantic import ValidationError
 
 from agentstream.schemas.errors import DeliveryError, SerializationError
-from agentstream.schemas.events import AgentStateSnapshot, AvroRecord, DeadLetter, Event
+from agentstream.schemas.events import (
+    AgentStateSnapshot,
+    AvroRecord,
+    ChangelogMarker,
+    DeadLetter,
+    Event,
+)
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import topic_for
@@ -48,6 +54,10 @@ def record_key(record: AvroRecord) -> str | None:
         return record.agent_id
     if isinstance(record, DeadLetter):
         return record.agent_id
+    if isinstance(record, ChangelogMarker):
+        # The changelog is compacted, and a compacted topic takes keyed records only; one
+        # marker per partition is all a restore needs.
+        return f"__marker__/{record.partition}"
     return None
 
 

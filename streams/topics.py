@@ -6,6 +6,7 @@ default partitioner), so one processor owns all of an agent's events and its sta
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -173,10 +174,25 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[TopicStatus
             TopicStatus(s.spec, s.physical_name, s.partitions, "created")
             if s.physical_name in created
             else s
-            for s in describe_topics(settings, timeout)
+            for s in _described_once_visible(settings, timeout)
         ]
     verify_copartitioned(statuses)
     return statuses
+
+
+def _described_once_visible(settings: Settings, timeout: float) -> list[TopicStatus]:
+    """Apache Kafka answers a creation before every broker's metadata shows the topic (and a
+    topic created by someone else a moment ago may not show yet either): wait until all do,
+    so that partition counts are compared, not gaps."""
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = describe_topics(settings, timeout)
+        absent = [s.physical_name for s in statuses if s.partitions is None]
+        if not absent:
+            return statuses
+        if time.monotonic() > deadline:
+            raise ServiceUnavailableError(f"created topics do not show in metadata: {absent}")
+        time.sleep(0.2)
 
 
 def verify_copartitioned(statuses: list[TopicStatus]) -> None:

@@ -185,7 +185,10 @@ def check_states_fold(
     per_agent: dict[str, set[str]] = defaultdict(set)
     for scanned in scan_topics(settings, serde, list(PROCESSOR_INPUTS)):
         if isinstance(scanned.record, Event):
-            events[scanned.record.envelope.event_id] = scanned.record
+            # A worker that re-runs a call (its partition moved, it was killed) sends the same
+            # event id again, with its own timings: the processor applied the first copy on the
+            # partition and ignored the rest, so the fold must take the first one too.
+            events.setdefault(scanned.record.envelope.event_id, scanned.record)
             per_agent[scanned.record.envelope.agent_id].add(scanned.record.envelope.event_id)
     runs_per_agent: dict[str, int] = defaultdict(int)
     for event in inputs:

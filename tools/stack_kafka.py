@@ -186,8 +186,8 @@ class ApacheKafkaBroker:
         argv = self._java(
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            _cluster_id(),
+            # One argument: an id may start with "-", which argparse would take for an option.
+            f"--cluster-id={_cluster_id()}",
             "--config",
             str(config),
             "--ignore-formatted",
