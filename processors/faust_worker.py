@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -40,6 +41,9 @@ from agentstream.streams.settings import Settings
 from agentstream.streams.topics import DLQ, TopicSpec, topic_for
 
 log = get_logger(__name__)
+
+#: how long a worker may take to join its group and be assigned before it gives up and exits
+STARTUP_TIMEOUT_S = 60.0
 
 Handler = Callable[[Event], Awaitable[Event]]
 
@@ -95,6 +99,7 @@ class FaustCallWorker:
         self._draining = False
         self._app: Any = None
         self._idempotent = False
+        self._ready = False
         self._slots: asyncio.Semaphore | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -142,10 +147,18 @@ class FaustCallWorker:
         app.on_partitions_assigned.connect(self._on_assigned)
         app.finalize()
         starting = asyncio.ensure_future(app.start())
+        started_at = time.monotonic()
         try:
             while not self._stopping.is_set():
                 if app.crashed:
                     log.error(f"{self.name}_crashed", error=repr(app.crash_reason))
+                    self.stats.failed = True
+                    break
+                if not self._ready and time.monotonic() - started_at > STARTUP_TIMEOUT_S:
+                    # Seen when the broker went away while the worker started: aiokafka's
+                    # bootstrap fails inside Faust's consumer thread and nothing retries it.
+                    # Exiting non-zero lets the supervisor start a fresh process.
+                    log.error(f"{self.name}_start_stalled", seconds=STARTUP_TIMEOUT_S)
                     self.stats.failed = True
                     break
                 with contextlib.suppress(TimeoutError):
@@ -159,6 +172,7 @@ class FaustCallWorker:
             log.info(f"{self.name}_stopped", **vars(self.stats))
 
     async def _on_ready(self) -> None:
+        self._ready = True
         log.info(
             "worker_started",
             worker=self.name,

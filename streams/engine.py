@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import itertools
 import os
 import signal
 import threading
@@ -220,8 +221,6 @@ class ProcessorEngine:
         #: states of partitions revoked from us, with their changelog's end at that moment:
         #: reused if the partition comes back and nobody wrote its changelog in between
         self._kept: dict[int, tuple[int, dict[str, AgentState]]] = {}
-        # Co-partitioned: an agent's partition of every input topic comes to the same instance,
-        # so its model, tool and approval results reach the instance holding its state.
         # Reads the group's committed offsets only; never joins the group.
         self._offsets = Consumer(
             {
@@ -231,6 +230,8 @@ class ProcessorEngine:
                 "enable.auto.commit": False,
             }
         )
+        # Co-partitioned: an agent's partition of every input topic comes to the same instance,
+        # so its model, tool and approval results reach the instance holding its state.
         self._consumer = Consumer(
             group_config(
                 settings,
@@ -298,7 +299,8 @@ class ProcessorEngine:
         yields the same outputs with the same event ids."""
         self.stats.recoveries += 1
         log.warning("batch_failed", error=str(failure), transactional=self.transactional)
-        for attempt in range(1, 1_000_000):
+        self.readiness.set(RESTORED, False)
+        for attempt in itertools.count(1):
             if self._stop.is_set():
                 return
             try:
@@ -311,6 +313,7 @@ class ProcessorEngine:
                 self._stop.wait(pause)
                 continue
             log.info("batch_recovered", attempts=attempt)
+            self.readiness.set(RESTORED)
             return
 
     def _reset_to_log(self) -> None:

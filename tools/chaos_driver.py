@@ -164,6 +164,10 @@ def _under_kills(
                 break
             time.sleep(rng.uniform(config.min_gap_s, config.max_gap_s))
             if broker is not None and n in broker_at:
+                # Every service up first: a broker that dies under a worker's startup is the
+                # stall the workers' own startup deadline handles, not what this run checks.
+                for service in services.services:
+                    service.wait_ready(90.0)
                 began_restart = time.monotonic()
                 broker.kill()
                 broker.start()

@@ -34,8 +34,8 @@ def reliability_services(
 
     ``instance`` > 1 gives further members of the same groups (named ``processor-2`` and so on)
     for scale-out runs. Those are dynamic members: one that stops leaves its group at once,
-    where a static member's partitions wait for its session to time out (and the embedded
-    broker never expires a static member at all; see README, "Broker differences").
+    where a static member sends no LeaveGroup and its partitions wait for its session to time
+    out.
     """
 
     def group(name: str) -> tuple[str, ...]:

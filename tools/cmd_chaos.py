@@ -74,10 +74,20 @@ def chaos(
         bool,
         typer.Option(help="The processor writes each batch in a Kafka transaction (kafka only)."),
     ] = False,
+    scale_out: Annotated[
+        bool,
+        typer.Option(
+            help="Instead of kills: a second and third processor, a second tool worker, model "
+            "worker and projector join under load and leave again."
+        ),
+    ] = False,
 ) -> None:
     """Run agents through every service while random services are SIGKILLed and restarted,
     then check: one outcome per run, no transition applied twice, read models equal a rebuild,
     and only the intended records in the DLQ. Exits 1 if any check fails."""
+    if scale_out:
+        _scale_out(agents, runs_per_agent, seed, spec, broker)
+        return
     if broker is BrokerKind.EMBEDDED and (broker_kills or transactions):
         err.print(
             "the embedded broker loses its topics on a restart and shows aborted transactions "
@@ -117,3 +127,24 @@ def chaos(
             out.print(f"[red]FAILED[/red] {problem}")
         raise typer.Exit(1)
     out.print("[green]passed[/green]: every run ended once, nothing lost or applied twice")
+
+
+def _scale_out(agents: int, runs_per_agent: int, seed: int, spec: str, broker: BrokerKind) -> None:
+    from agentstream.tools.scale_driver import ScaleConfig, run_scale_out
+
+    config = ScaleConfig(agents=agents, runs_per_agent=runs_per_agent, seed=seed, spec=spec)
+    err.print(f"starting a stack of its own ({broker} broker)…")
+    with full_stack(spec, services=False, broker=broker) as running:
+        tag = uuid.uuid4().hex[:6]
+        settings = running.settings.model_copy(update={"topic_prefix": f"scale{tag}."})
+        report = run_scale_out(
+            settings, running.stack.workdir, config, schema=f"scale_{tag}", progress=err.print
+        )
+    for at, move, processors in report.moves:
+        out.print(f"{at:6.1f}s  {move:<22} processors: {processors}")
+    out.print(report.figures())
+    if not report.ok:
+        for problem in report.verdict.problems:
+            out.print(f"[red]FAILED[/red] {problem}")
+        raise typer.Exit(1)
+    out.print("[green]passed[/green]: every run ended once while members joined and left")

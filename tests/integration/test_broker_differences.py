@@ -1,7 +1,9 @@
 """What only one of the two brokers can show, and the differences README documents, each
-asserted on the broker it concerns (``brokers(...)``): transactions, broker crashes, compaction
-and time lookups on Apache Kafka; the embedded broker's memory-only log and its view of aborted
-transactions; which of them grants aiokafka an idempotent producer."""
+asserted on the broker it concerns (``brokers(...)``): transactions aborted by a crash,
+compaction and restore after a broker restart, and time lookups on Apache Kafka; the embedded
+broker's memory-only log and its view of aborted transactions; which of them grants aiokafka an
+idempotent producer, and which expires a static member. (Chaos with broker SIGKILLs and
+transactions on Apache Kafka is in test_chaos.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from builders import agent_input
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from harness import (
     FakeWorkers,
@@ -22,37 +24,29 @@ from harness import (
     outcomes_by_agent,
     read_to_end,
 )
+from kafka_reading import aborted_positions, positions
 from projection_support import drop_schemas, fresh_schema
 from world import support_spec
 
 from agentstream.processors.faust_config import idempotence_granted
-from agentstream.projections.database import connect
 from agentstream.schemas.events import AgentInput
 from agentstream.streams.engine import ProcessorEngine
-from agentstream.streams.log_end import log_ends
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.replay_reader import TopicReader, Window
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import (
-    APPROVAL_REQUESTS,
     DLQ,
     INPUTS,
-    MODEL_CALLS,
     OUTCOMES,
     STATE,
-    TOOL_CALLS,
-    TopicSpec,
     ensure_topics,
 )
-from agentstream.tools.chaos_driver import ChaosConfig, run_chaos
 from agentstream.tools.stack import Broker
 from agentstream.tools.stack_broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 PROCESSOR = ["processor", "run", "--spec", "world:support_spec", "--batch-size", "200"]
-#: what the processor writes inside its transactions
-TRANSACTIONAL_OUTPUTS = (MODEL_CALLS, TOOL_CALLS, APPROVAL_REQUESTS, OUTCOMES, STATE)
 
 
 @pytest.fixture
@@ -67,55 +61,6 @@ def schema(database_url: str) -> Iterator[str]:
     name = fresh_schema(database_url)
     yield name
     drop_schemas(database_url, name)
-
-
-def _positions(settings: Settings, specs: tuple[TopicSpec, ...], isolation: str) -> set[Position]:
-    """(topic, partition, offset) of every record a reader with ``isolation`` is given."""
-    consumer = Consumer(
-        {
-            **settings.kafka_config(),
-            "group.id": f"iso-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": isolation,
-        }
-    )
-    found: set[Position] = set()
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        places = [
-            (settings.topic(s.name), p)
-            for s in specs
-            for p in metadata.topics[settings.topic(s.name)].partitions
-        ]
-        ends = log_ends(consumer, places, timeout=10)
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
-        deadline = time.monotonic() + 60
-        while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                place = (msg.topic() or "", msg.partition() or 0)
-                error = msg.error()
-                if error is None:
-                    found.add((*place, msg.offset() or 0))
-                elif error.code() == KafkaError._PARTITION_EOF and (msg.offset() or 0) >= ends.get(
-                    place, 0
-                ):
-                    ends.pop(place, None)
-        assert not ends, f"could not read {sorted(ends)} to the end"
-    finally:
-        consumer.close()
-    return found
-
-
-Position = tuple[str, int, int]
-
-
-def _aborted(settings: Settings) -> set[Position]:
-    """Records of aborted transactions: given to read_uncommitted readers only."""
-    committed = _positions(settings, TRANSACTIONAL_OUTPUTS, "read_committed")
-    everything = _positions(settings, TRANSACTIONAL_OUTPUTS, "read_uncommitted")
-    assert committed <= everything
-    return everything - committed
 
 
 @pytest.mark.brokers("kafka")
@@ -144,11 +89,11 @@ def test_a_processor_killed_inside_its_transaction_leaves_nothing_readers_see(
             assert healthy.terminate() == 0, healthy.log_tail()
     found = outcomes_by_agent(records)
     assert len(found) == agents and all(len(o) == 1 for o in found.values())
-    aborted = _aborted(isolated)
+    aborted = aborted_positions(isolated)
     assert aborted, "the killed batch's outputs are on the log, aborted"
     assert {t for t, _p, _o in aborted} >= {isolated.topic(STATE.name)}
     # what the workers and the outcome collector read (read_committed) never included them
-    collected = _positions(isolated, (OUTCOMES,), "read_committed")
+    collected = positions(isolated, (OUTCOMES,), "read_committed")
     assert not collected & aborted
     assert read_to_end(isolated, [DLQ]) == []
 
@@ -167,31 +112,7 @@ def test_the_embedded_broker_gives_aborted_records_to_read_committed_readers(
     producer.produce(topic, b"aborted", b"k", partition=0)
     producer.flush(30)
     producer.abort_transaction(30)
-    assert _positions(isolated, (OUTCOMES,), "read_committed"), "the aborted record is read"
-
-
-@pytest.mark.brokers("kafka")
-@pytest.mark.chaos
-def test_chaos_with_transactions_and_three_broker_sigkills_loses_nothing(
-    settings: Settings, broker: Broker | None, schema: str, tmp_path: Path
-) -> None:
-    assert broker is not None, "this test kills and restarts the broker it started"
-    isolated = settings.model_copy(
-        update={"topic_prefix": f"cx{uuid.uuid4().hex[:6]}.", "processor_transactions": True}
-    )
-    config = ChaosConfig(agents=30, runs_per_agent=2, kills=12, broker_kills=3, seed=5)
-    report = run_chaos(isolated, tmp_path, config, schema=schema, progress=print, broker=broker)
-    print(f"\nchaos with transactions: {report.figures()} in {report.total_seconds:.0f}s")
-    assert report.ok, "\n".join(report.verdict.problems)
-    assert report.kills["broker"] == 3
-    v = report.verdict
-    assert (v.lost, v.duplicated, v.projection_equal) == (0, 0, True)
-    assert v.runs == 60 and v.completed + v.failed == 60
-    # the projector reads committed records only: no aborted record is in the audit log
-    aborted = _aborted(isolated)
-    with connect(isolated.require_database_url(), schema) as conn:
-        projected = set(conn.execute('SELECT topic, "partition", "offset" FROM agent_events'))
-    assert not projected & aborted
+    assert positions(isolated, (OUTCOMES,), "read_committed"), "the aborted record is read"
 
 
 def _roll_and_compact(settings: Settings, topic: str) -> None:
@@ -226,7 +147,7 @@ def test_the_changelog_is_compacted_and_restores_after_a_broker_restart(
                 producer.send(agent_input(agent, f"hello {round_}"))
         engine.run(until=lambda: all_done(engine, agents, 3))
     before = {a: s for a, s in engine.states().items() if a in agents}
-    written = len(_positions(isolated, (STATE,), "read_committed"))
+    written = len(positions(isolated, (STATE,), "read_committed"))
     # The active segment is never cleaned: new records roll it, and the cleaner gets to work.
     deadline = time.monotonic() + 90
     compacted = written
@@ -234,7 +155,7 @@ def test_the_changelog_is_compacted_and_restores_after_a_broker_restart(
         with AgentStreamProducer(isolated) as producer:
             producer.produce_raw(state_topic, b"roll", None).result(10)  # a tombstone
         time.sleep(1.0)
-        compacted = len(_positions(isolated, (STATE,), "read_committed"))
+        compacted = len(positions(isolated, (STATE,), "read_committed"))
     assert compacted < written, f"no compaction within 90 s ({written} records)"
 
     broker.kill()

@@ -1,0 +1,71 @@
+"""Reading topics as a given isolation level sees them: which records of aborted transactions
+exist, and that read_committed readers are never given one."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from agentstream.streams.log_end import log_ends
+from agentstream.streams.settings import Settings
+from agentstream.streams.topics import (
+    APPROVAL_REQUESTS,
+    MODEL_CALLS,
+    OUTCOMES,
+    STATE,
+    TOOL_CALLS,
+    TopicSpec,
+)
+
+#: (topic, partition, offset)
+Position = tuple[str, int, int]
+#: what the processor writes inside its transactions
+TRANSACTIONAL_OUTPUTS = (MODEL_CALLS, TOOL_CALLS, APPROVAL_REQUESTS, OUTCOMES, STATE)
+
+
+def positions(settings: Settings, specs: tuple[TopicSpec, ...], isolation: str) -> set[Position]:
+    """(topic, partition, offset) of every record a reader with ``isolation`` is given."""
+    consumer = Consumer(
+        {
+            **settings.kafka_config(),
+            "group.id": f"iso-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": isolation,
+        }
+    )
+    found: set[Position] = set()
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        places = [
+            (settings.topic(s.name), p)
+            for s in specs
+            for p in metadata.topics[settings.topic(s.name)].partitions
+        ]
+        ends = log_ends(consumer, places, timeout=10)
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
+        deadline = time.monotonic() + 60
+        while ends and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                place = (msg.topic() or "", msg.partition() or 0)
+                error = msg.error()
+                if error is None:
+                    found.add((*place, msg.offset() or 0))
+                elif error.code() == KafkaError._PARTITION_EOF and (msg.offset() or 0) >= ends.get(
+                    place, 0
+                ):
+                    ends.pop(place, None)
+        assert not ends, f"could not read {sorted(ends)} to the end"
+    finally:
+        consumer.close()
+    return found
+
+
+def aborted_positions(settings: Settings) -> set[Position]:
+    """Records of aborted transactions: given to read_uncommitted readers only."""
+    committed = positions(settings, TRANSACTIONAL_OUTPUTS, "read_committed")
+    everything = positions(settings, TRANSACTIONAL_OUTPUTS, "read_uncommitted")
+    assert committed <= everything
+    return everything - committed
