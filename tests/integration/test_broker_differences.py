@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 from builders import agent_input
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 from harness import (
     FakeWorkers,
     ServiceProcess,
@@ -117,17 +123,21 @@ def test_the_embedded_broker_gives_aborted_records_to_read_committed_readers(
 
 def _roll_and_compact(settings: Settings, topic: str) -> None:
     admin = AdminClient(settings.kafka_config())
+    wanted = {
+        "segment.ms": "200",
+        "min.cleanable.dirty.ratio": "0.01",
+        "min.compaction.lag.ms": "0",
+        "cleanup.policy": "compact",
+    }
     resource = ConfigResource(
         ConfigResource.Type.TOPIC,
         topic,
-        set_config={
-            "segment.ms": "200",
-            "min.cleanable.dirty.ratio": "0.01",
-            "min.compaction.lag.ms": "0",
-            "cleanup.policy": "compact",
-        },
+        incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+            for name, value in wanted.items()
+        ],
     )
-    for future in admin.alter_configs([resource]).values():
+    for future in admin.incremental_alter_configs([resource]).values():
         future.result(15)
 
 
