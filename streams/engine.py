@@ -201,14 +201,17 @@ class ProcessorEngine:
                 "linger.ms": 0,
                 "partitioner": "murmur2_random",
                 "queue.buffering.max.messages": 500_000,
-                # A stable transactional id fences a zombie twin of a static member. A member
+                # A stable transactional id fences a zombie twin of a static member, and a
+                # restarted one aborts its predecessor's open transaction at once. A member
                 # without one that crashes leaves its transaction open, holding back every
-                # read_committed reader of its partitions until the broker aborts it: so the
-                # timeout is short (a batch takes milliseconds).
+                # read_committed reader of its partitions until the broker aborts it at this
+                # timeout. Not shorter: a transaction that outlives it (the broker restarting
+                # under it takes ~15 s here) is aborted with an epoch bump, which fences the
+                # live producer for good (seen at 10 s).
                 **(
                     {
                         "transactional.id": f"{group_id}-{instance_id or uuid.uuid4()}",
-                        "transaction.timeout.ms": 10_000,
+                        "transaction.timeout.ms": 60_000,
                     }
                     if transactional
                     else {}
