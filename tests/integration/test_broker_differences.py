@@ -77,9 +77,12 @@ def test_a_processor_killed_inside_its_transaction_leaves_nothing_readers_see(
     are aborted, no read_committed reader is given them, and the batch runs again."""
     agents = 150
     tx = {"AGENTSTREAM_PROCESSOR_TRANSACTIONS": "true"}
-    crashing = ServiceProcess(PROCESSOR, isolated, tmp_path, "crashing")
+    # One static member restarted, as a supervisor does: its transactional id is the same, so
+    # the restart aborts the dead incarnation's open transaction at once.
+    static = [*PROCESSOR, "--instance-id", "tx-1"]
+    crashing = ServiceProcess(static, isolated, tmp_path, "crashing")
     crashing.extra_env.update({**tx, "AGENTSTREAM_FAILPOINT": "after_outputs:2"})
-    healthy = ServiceProcess(PROCESSOR, isolated, tmp_path, "healthy")
+    healthy = ServiceProcess(static, isolated, tmp_path, "healthy")
     healthy.extra_env.update(tx)
     inputs = [agent_input(f"tx-{i:04d}", "where is my order") for i in range(agents)]
     with TopicCollector(isolated, [OUTCOMES]) as outcomes, FakeWorkers(isolated):
