@@ -43,7 +43,7 @@ from confluent_kafka import (
 from agentstream.processors.machine import transition
 from agentstream.processors.spec import AgentSpec
 from agentstream.processors.state import AgentState
-from agentstream.schemas.errors import DeliveryError
+from agentstream.schemas.errors import DeliveryError, ServiceUnavailableError
 from agentstream.schemas.events import (
     AgentStateSnapshot,
     ChangelogMarker,
@@ -381,7 +381,7 @@ class ProcessorEngine:
             # Markers of the last batch are still on their way; the end must include them.
             self._producer.flush(STOP_TIMEOUT_S)
             ends = self._changelog_ends(revoked & set(self._states))
-        except KafkaException:
+        except (KafkaException, ServiceUnavailableError):
             # While the consumer closes, librdkafka refuses these calls; nothing is kept.
             ends = {}
         for partition in revoked:
@@ -418,12 +418,9 @@ class ProcessorEngine:
         ]
 
     def _changelog_ends(self, partitions: set[int]) -> dict[int, int]:
-        ends: dict[int, int] = {}
-        for partition in partitions:
-            tp = TopicPartition(self._state_topic, partition)
-            _low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            ends[partition] = high
-        return ends
+        """The end of each non-empty changelog partition (an empty one has nothing to keep)."""
+        places = [(self._state_topic, p) for p in partitions]
+        return {p: end for (_t, p), end in log_ends(self._consumer, places, timeout=10).items()}
 
     def _take_back_kept(self, partitions: set[int]) -> set[int]:
         """The partitions whose kept states are still current, moved back into service."""
@@ -433,7 +430,7 @@ class ProcessorEngine:
             return set()
         try:
             ends = self._changelog_ends(set(kept))
-        except KafkaException:
+        except ServiceUnavailableError:
             return set()
         current = {p for p, (end, _states) in kept.items() if ends.get(p) == end}
         for partition in current:

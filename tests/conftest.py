@@ -211,3 +211,13 @@ def settings(
             "schema_registry_url": schema_registry_url,
         }
     )
+
+
+@pytest.fixture
+def schema(database_url: str) -> Iterator[str]:
+    """A projection schema of its own for one test, dropped afterwards."""
+    from projection_support import drop_schemas, fresh_schema
+
+    name = fresh_schema(database_url)
+    yield name
+    drop_schemas(database_url, name)

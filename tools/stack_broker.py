@@ -86,9 +86,8 @@ class EmbeddedBroker:
 
     def kill(self) -> None:
         """SIGKILL the broker; it keeps topics in memory only, so a restart starts empty."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc is not None:
+            stack_process.kill(self.proc)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -217,9 +217,8 @@ class ApacheKafkaBroker:
 
     def kill(self) -> None:
         """SIGKILL the broker, as a crash would; its log stays on disk."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.proc is not None:
+            stack_process.kill(self.proc)
 
     def stop(self) -> None:
         if self.proc is not None:

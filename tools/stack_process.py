@@ -78,6 +78,13 @@ def stop(
         proc.wait(5)
 
 
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child, as a crash would, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
 def wait_until(
     ready: Callable[[], bool],
     *,

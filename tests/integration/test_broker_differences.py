@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,6 @@ from harness import (
     read_to_end,
 )
 from kafka_reading import aborted_positions, positions
-from projection_support import drop_schemas, fresh_schema
 from world import support_spec
 
 from agentstream.processors.faust_config import idempotence_granted
@@ -60,13 +58,6 @@ def isolated(settings: Settings) -> Settings:
     isolated = settings.model_copy(update={"topic_prefix": f"bd{uuid.uuid4().hex[:6]}."})
     ensure_topics(isolated)
     return isolated
-
-
-@pytest.fixture
-def schema(database_url: str) -> Iterator[str]:
-    name = fresh_schema(database_url)
-    yield name
-    drop_schemas(database_url, name)
 
 
 @pytest.mark.brokers("kafka")

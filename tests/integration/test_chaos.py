@@ -4,12 +4,10 @@ runs the same driver at any size); and a short soak (``agentstream soak`` runs i
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kafka_reading import aborted_positions
-from projection_support import drop_schemas, fresh_schema
 
 from agentstream.projections.database import connect
 from agentstream.streams.settings import Settings
@@ -19,13 +17,6 @@ from agentstream.tools.soak_memory import verdict
 from agentstream.tools.stack import Broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
-
-
-@pytest.fixture
-def schema(database_url: str) -> Iterator[str]:
-    name = fresh_schema(database_url)
-    yield name
-    drop_schemas(database_url, name)
 
 
 def test_runs_survive_twenty_random_sigkills_of_the_services(

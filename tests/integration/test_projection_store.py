@@ -49,13 +49,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def schema(database_url: str) -> Iterator[str]:
-    name = fresh_schema(database_url)
-    yield name
-    drop_schemas(database_url, name)
-
-
-@pytest.fixture
 def feed(database_url: str, schema: str) -> Iterator[DirectFeed]:
     feed = DirectFeed(database_url, schema)
     yield feed

@@ -22,7 +22,6 @@ from histories import Placed, histories
 from projection_support import (
     assert_row_matches_state,
     checksums,
-    drop_schemas,
     fresh_schema,
     produce,
     snapshot,
@@ -60,13 +59,6 @@ def isolated(settings: Settings) -> Settings:
     isolated = settings.model_copy(update={"topic_prefix": f"pj{uuid.uuid4().hex[:6]}."})
     ensure_topics(isolated)
     return isolated
-
-
-@pytest.fixture
-def schema(database_url: str) -> Iterator[str]:
-    name = fresh_schema(database_url)
-    yield name
-    drop_schemas(database_url, name)
 
 
 def projector(schema: str, *extra: str) -> list[str]:

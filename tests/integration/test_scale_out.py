@@ -4,23 +4,14 @@ every broker; each agent's events keep reaching the one member that holds its st
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from projection_support import drop_schemas, fresh_schema
 
 from agentstream.streams.settings import Settings
 from agentstream.tools.scale_driver import ScaleConfig, run_scale_out
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
-
-
-@pytest.fixture
-def schema(database_url: str) -> Iterator[str]:
-    name = fresh_schema(database_url)
-    yield name
-    drop_schemas(database_url, name)
 
 
 def test_three_processors_join_and_leave_under_load_and_every_run_ends_once(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from agentstream.streams.log_end import log_ends
+from agentstream.streams.log_end import log_ends, read_to_end
 from agentstream.streams.settings import Settings
 from agentstream.streams.topics import (
     APPROVAL_REQUESTS,
@@ -47,17 +47,8 @@ def positions(settings: Settings, specs: tuple[TopicSpec, ...], isolation: str) 
         ends = log_ends(consumer, places, timeout=10)
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
         deadline = time.monotonic() + 60
-        while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                place = (msg.topic() or "", msg.partition() or 0)
-                error = msg.error()
-                if error is None:
-                    found.add((*place, msg.offset() or 0))
-                elif error.code() == KafkaError._PARTITION_EOF and (msg.offset() or 0) >= ends.get(
-                    place, 0
-                ):
-                    ends.pop(place, None)
-        assert not ends, f"could not read {sorted(ends)} to the end"
+        for records in read_to_end(consumer, ends, batch=1000, poll=0.5, deadline=deadline):
+            found |= {(m.topic() or "", m.partition() or 0, m.offset() or 0) for m in records}
     finally:
         consumer.close()
     return found
