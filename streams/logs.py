@@ -1,15 +1,39 @@
-"""structlog, configured once per process: JSON when not on a terminal, readable when on one."""
+"""structlog, configured once per process: JSON when not on a terminal, readable when on one;
+librdkafka's own log lines routed into it."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, cast
+from pathlib import Path
+from typing import Literal, TextIO, cast
 
 import structlog
 from structlog._config import BoundLoggerLazyProxy
 
 _configured = False
+
+
+class _Output:
+    """Where log lines go and how they look, switchable after loggers were cached (they keep the
+    processors and the file they were first built with)."""
+
+    def __init__(self) -> None:
+        self.file: TextIO | None = None  # stderr as it is when written to (tests swap it)
+        self.renderer: structlog.typing.Processor = structlog.processors.JSONRenderer()
+        self.level = logging.INFO
+
+    def render(self, logger: object, name: str, event: structlog.typing.EventDict) -> str:
+        return cast("str", self.renderer(logger, name, event))
+
+    def write(self, line: str) -> int:
+        return (self.file or sys.stderr).write(line)
+
+    def flush(self) -> None:
+        (self.file or sys.stderr).flush()
+
+
+_output = _Output()
 
 
 def configure_logging(
@@ -20,12 +44,9 @@ def configure_logging(
     if _configured:
         return
     _configured = True
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+    if fmt == "console" or (fmt == "auto" and sys.stderr.isatty()):
+        _output.renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    _output.level = logging.getLevelName(level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -33,12 +54,24 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
-            renderer,
+            _output.render,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(_output.level),
+        logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _output)),
         cache_logger_on_first_use=True,
     )
+
+
+def log_to_file(path: Path) -> Path | None:
+    """Send this process's logs to ``path`` as JSON lines, for commands that draw tables and
+    progress on a terminal (where log lines would land in the middle of them). Not when debug
+    logs were asked for (``--verbose``): those stay on screen. Returns the file, if used."""
+    if _output.level <= logging.DEBUG:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _output.file = path.open("w", encoding="utf-8", buffering=1)
+    _output.renderer = structlog.processors.JSONRenderer()
+    return path
 
 
 def get_logger(name: str, **context: object) -> structlog.stdlib.BoundLogger:
@@ -56,3 +89,24 @@ def get_logger(name: str, **context: object) -> structlog.stdlib.BoundLogger:
 
 bind_context = structlog.contextvars.bind_contextvars
 clear_context = structlog.contextvars.clear_contextvars
+
+
+#: librdkafka's log lines, for the ``logger`` key of every client's configuration. Without it
+#: they are written straight to stderr by librdkafka's own threads (``%3|...|FAIL|...``), in the
+#: middle of the tables and progress bars of ``chaos`` and ``bench``, at any log level.
+KAFKA_LOGGER = logging.getLogger("agentstream.librdkafka")
+
+
+_kafka_log = get_logger("librdkafka")
+
+
+class _ToStructlog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        # librdkafka reports a broker it cannot reach as an error and retries on its own; what
+        # the client gives up on reaches the code as an error it handles, so these are warnings.
+        _kafka_log.log(min(record.levelno, logging.WARNING), record.getMessage())
+
+
+KAFKA_LOGGER.addHandler(_ToStructlog())
+KAFKA_LOGGER.propagate = False
+KAFKA_LOGGER.setLevel(logging.DEBUG)

@@ -8,6 +8,7 @@ commands find the embedded stack without exporting anything.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -18,9 +19,10 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentstream.schemas.errors import ConfigurationError
+from agentstream.streams.logs import KAFKA_LOGGER
 
-#: librdkafka configuration, as confluent-kafka's clients take it.
-KafkaConfig = dict[str, str | int | float | bool]
+#: librdkafka configuration, as confluent-kafka's clients take it (``logger`` is a Python logger).
+KafkaConfig = dict[str, str | int | float | bool | logging.Logger]
 
 _HOST_PORT = re.compile(r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
 _DEV_HINT = "start the embedded stack with `agentstream dev up` or set {var}"
@@ -151,6 +153,7 @@ class Settings(BaseSettings):
         config: KafkaConfig = {
             "bootstrap.servers": self.require_bootstrap_servers(),
             "client.id": self.client_id,
+            "logger": KAFKA_LOGGER,
         }
         for name in _SECURITY_FIELDS:  # each field is named after its librdkafka key
             plain = _plain(getattr(self, name))

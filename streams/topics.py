@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
@@ -123,14 +123,16 @@ class TopicStatus:
     action: Literal["created", "exists", "missing"]
 
 
-def _admin(settings: Settings) -> AdminClient:
-    return AdminClient(settings.kafka_config())
+def admin_client(settings: Settings) -> AdminClient:
+    """An admin client on ``settings``' cluster, its log lines routed as every client's."""
+    # confluent-kafka's stubs leave out the ``logger`` key, which AdminClient takes as the others.
+    return AdminClient(cast("dict[str, str | int | float | bool]", settings.kafka_config()))
 
 
 def describe_topics(settings: Settings, timeout: float = 15.0) -> list[TopicStatus]:
     """Each declared topic with its partition count on the cluster (None when missing)."""
     try:
-        metadata = _admin(settings).list_topics(timeout=timeout)
+        metadata = admin_client(settings).list_topics(timeout=timeout)
     except KafkaException as exc:
         raise ServiceUnavailableError(
             f"cannot reach the Kafka cluster at {settings.bootstrap_servers}: {exc}",
@@ -161,7 +163,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[TopicStatus
             )
             for s in missing
         ]
-        admin = _admin(settings)  # must outlive its futures, or they fail as destroyed
+        admin = admin_client(settings)  # must outlive its futures, or they fail as destroyed
         futures = admin.create_topics(new, operation_timeout=timeout)
         for name, future in futures.items():
             try:

@@ -21,7 +21,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from agentstream.processors.faust_config import quiet_faust_logging, worker_app
@@ -31,7 +30,7 @@ from agentstream.schemas.events import Event
 from agentstream.streams.gc_tuning import collect_rarely
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.settings import Settings, load_settings
-from agentstream.streams.topics import INPUTS, MODEL_CALLS
+from agentstream.streams.topics import INPUTS, MODEL_CALLS, admin_client
 from agentstream.tools.bench_workload import SPEC, BenchmarkError
 
 TABLE = "states"
@@ -78,7 +77,7 @@ def measure(settings: Settings, backlog: int, *, timeout: float = 300.0) -> Faus
 
 def _create_changelog(settings: Settings, name: str) -> None:
     """The table's changelog, created up front (the worker apps never declare topics)."""
-    admin = AdminClient(settings.kafka_config())
+    admin = admin_client(settings)
     topic = NewTopic(
         name,
         num_partitions=settings.partitions,

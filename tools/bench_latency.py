@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from agentstream.schemas.errors import EmbeddedStackError
 from agentstream.schemas.events import RunCompleted, RunFailed
@@ -90,7 +90,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class _Outcomes:
-    """Reads the outcomes topic from its current end, timing each run by its correlation id."""
+    """Reads the outcomes topic of a fresh stage from its start, timing each run by its correlation
+    id. From the start, not from the watermarks: Apache Kafka answers a watermark query with
+    NOT_LEADER_FOR_PARTITION for a moment after the topic is created (seen in bench there)."""
 
     def __init__(self, settings: Settings, serde: EventSerde) -> None:
         self.topic = settings.topic(OUTCOMES.name)
@@ -108,13 +110,9 @@ class _Outcomes:
                 "fetch.wait.max.ms": 5,
             }
         )
-        partitions = []
-        for p in range(settings.partitions):
-            _low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=10
-            )
-            partitions.append(TopicPartition(self.topic, p, high))
-        self._consumer.assign(partitions)
+        self._consumer.assign(
+            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]
+        )
         self._thread = threading.Thread(target=self._run, name="bench-outcomes", daemon=True)
         self._thread.start()
 

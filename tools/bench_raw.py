@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
@@ -18,6 +17,7 @@ from agentstream.schemas.contract import avro_schema
 from agentstream.schemas.errors import DeliveryError
 from agentstream.schemas.events import AvroRecord
 from agentstream.streams.settings import Settings
+from agentstream.streams.topics import admin_client
 from agentstream.tools.bench_workload import Progress, produce_raw, producer
 
 
@@ -59,7 +59,7 @@ def kafka(
 ) -> tuple[float, float]:
     """Records/s producing ``values`` (key, value) to a fresh topic and consuming them back."""
     topic = f"{settings.topic_prefix}bench-raw-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient(settings.kafka_config())
+    admin = admin_client(settings)
     for future in admin.create_topics(
         [NewTopic(topic, num_partitions=settings.partitions, replication_factor=1)]
     ).values():

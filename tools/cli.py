@@ -35,7 +35,7 @@ from agentstream.tools import (
     cmd_replay,
     cmd_soak,
 )
-from agentstream.tools.cli_options import BrokerOption
+from agentstream.tools.cli_options import BrokerOption, logs_off_screen
 from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC, load_spec
 from agentstream.tools.stack import BrokerKind
@@ -163,6 +163,7 @@ def demo(
         question = f"approve {request.tool}({request.arguments_json}) for {request.agent_id}?"
         return "you" if Confirm.ask(question, console=err) else None
 
+    logs_off_screen("demo", err)
     out.print(f"starting the {broker} stack and the agentstream services…")
     with full_stack(DEFAULT_SPEC, broker=broker) as running:
         out.print(

@@ -22,7 +22,7 @@ from rich.progress import (
 )
 
 from agentstream.streams.settings import load_settings
-from agentstream.tools.cli_options import BrokerOption
+from agentstream.tools.cli_options import BrokerOption, logs_off_screen
 from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC
 from agentstream.tools.stack import BrokerKind
@@ -83,6 +83,7 @@ def bench(
     }
     # Off a terminal rich assumes 80 columns, too narrow for the table in a log.
     screen = Console(stderr=True, width=None if sys.stderr.isatty() else 132)
+    logs_off_screen("bench", screen)
     began = time.monotonic()
     configured = all(os.environ.get(name) for name in _ENDPOINTS)
     with Progress(

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentstream.tools.chaos_driver import ChaosConfig, ChaosReport, run_chaos
-from agentstream.tools.cli_options import BrokerOption
+from agentstream.tools.cli_options import BrokerOption, logs_off_screen
 from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC
 from agentstream.tools.stack import BrokerKind
@@ -85,6 +85,7 @@ def chaos(
     """Run agents through every service while random services are SIGKILLed and restarted,
     then check: one outcome per run, no transition applied twice, read models equal a rebuild,
     and only the intended records in the DLQ. Exits 1 if any check fails."""
+    logs_off_screen("chaos", err)
     if scale_out:
         _scale_out(agents, runs_per_agent, seed, spec, broker)
         return

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agentstream.tools.cli_options import BrokerOption
+from agentstream.tools.cli_options import BrokerOption, logs_off_screen
 from agentstream.tools.devstack import full_stack
 from agentstream.tools.loading import DEFAULT_SPEC
 from agentstream.tools.soak_driver import Sample, SoakConfig, SoakReport, run_soak
@@ -86,6 +86,7 @@ def soak(
             f"({sample.throughput:.1f}/s) RSS MB {memory}"
         )
 
+    logs_off_screen("soak", err)
     err.print(f"starting a stack of its own ({broker} broker)…")
     with full_stack(spec, services=False, broker=broker) as running:
         tag = uuid.uuid4().hex[:6]

@@ -44,6 +44,7 @@ from agentstream.streams.topics import (
     INPUTS,
     OUTCOMES,
     STATE,
+    admin_client,
     ensure_topics,
 )
 from agentstream.tools.stack import Broker
@@ -116,7 +117,7 @@ def test_the_embedded_broker_gives_aborted_records_to_read_committed_readers(
 
 
 def _roll_and_compact(settings: Settings, topic: str) -> None:
-    admin = AdminClient(settings.kafka_config())
+    admin = admin_client(settings)
     wanted = {
         "segment.ms": "200",
         "min.cleanable.dirty.ratio": "0.01",

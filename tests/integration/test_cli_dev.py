@@ -183,6 +183,10 @@ def test_demo_runs_the_support_agent_end_to_end_and_leaves_nothing(
     assert done.stdout.count("completed") >= 3  # the outcome table
     assert "audit timeline of customer-ben" in done.stdout
     assert "everything stopped" in done.stdout
+    # The screen is for people: the command's own logs (librdkafka's included) went to a file.
+    assert '"level"' not in done.stdout + done.stderr
+    assert "%3|" not in done.stderr
+    assert "migrations_applied" in (tmp_path / "logs" / "demo.log").read_text()
     new: list[psutil.Process] = []
     for pid in _foreign_stack_processes() - before:
         with contextlib.suppress(psutil.NoSuchProcess):

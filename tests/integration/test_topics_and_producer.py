@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 from builders import agent_input
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from agentstream.schemas.errors import ConfigurationError, DeliveryError, SerializationError
 from agentstream.schemas.events import AgentInput
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.settings import Settings
-from agentstream.streams.topics import TOPICS, describe_topics, ensure_topics
+from agentstream.streams.topics import TOPICS, admin_client, describe_topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +39,7 @@ def test_ensure_creates_every_topic_once_with_the_same_partitions(settings: Sett
 
 def test_ensure_refuses_topics_that_are_not_co_partitioned(settings: Settings) -> None:
     isolated = _prefixed(settings)
-    admin = AdminClient(isolated.kafka_config())
+    admin = admin_client(isolated)
     odd = isolated.topic("agent.tool-results")
     admin.create_topics([NewTopic(odd, num_partitions=2, replication_factor=1)])[odd].result(15)
     with pytest.raises(ConfigurationError, match="not co-partitioned"):
