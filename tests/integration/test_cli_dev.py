@@ -202,3 +202,22 @@ def test_malformed_setting_is_one_actionable_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "AGENTSTREAM_BOOTSTRAP_SERVERS" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--nope"], "No such option: --nope"),
+        (["approvals", "approve", "c-1"], "Missing option '--approver'"),
+        (["send", "hi", "--agent"], "Option '--agent' requires an argument"),
+    ],
+)
+def test_usage_errors_are_a_usage_line_not_a_traceback(
+    tmp_path: Path, argv: list[str], says: str
+) -> None:
+    done = subprocess.run(
+        [*_cli(), *argv], capture_output=True, text=True, env=_clean_env(tmp_path), timeout=60
+    )
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
