@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentstream.processors.spec import AgentSpec, Budgets, ModelSpec, tool
+from agentstream.processors.core.spec import AgentSpec, Budgets, ModelSpec, tool
 
 _ORDERS: dict[str, dict[str, object]] = {
     "o-1001": {"status": "shipped", "carrier": "DHL", "total_cents": 4599},

@@ -1,5 +1,6 @@
 """One agent as ``agentstream inspect`` shows it: its state, runs and timeline. Built from the
-read models here, or from the topics by :mod:`agentstream.tools.cmd_inspect`, into the same view.
+read models here, or from the topics by :mod:`agentstream.tools.cli.cmd_inspect`, into the same
+view.
 """
 
 from __future__ import annotations

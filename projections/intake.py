@@ -18,8 +18,8 @@ from agentstream.projections.writer import Batch, Unwritable
 from agentstream.schemas.events import Event
 from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.dlq import DeadLetterSink
-from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import message_headers
+from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.serde import DecodeError, EventSerde
 from agentstream.streams.topics import TopicSpec
 

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from agentstream.projections.database import DEFAULT_SCHEMA, check_schema_name, connect
 from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
-from agentstream.streams.logs import get_logger
+from agentstream.streams.runtime.logs import get_logger
 
 log = get_logger(__name__)
 

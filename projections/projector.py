@@ -32,15 +32,15 @@ from agentstream.projections.database import DEFAULT_SCHEMA
 from agentstream.projections.intake import Intake, Prepared
 from agentstream.projections.writer import ApplyResult, BatchWriter, OffsetsMoved
 from agentstream.schemas.errors import AgentStreamError
-from agentstream.streams import metrics
 from agentstream.streams.consumer import group_config
 from agentstream.streams.dlq import DeadLetterSink
-from agentstream.streams.gc_tuning import collect_rarely
-from agentstream.streams.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
-from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import AgentStreamProducer
+from agentstream.streams.runtime import metrics
+from agentstream.streams.runtime.gc_tuning import collect_rarely
+from agentstream.streams.runtime.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
+from agentstream.streams.runtime.logs import get_logger
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
-from agentstream.streams.settings import Settings
 from agentstream.streams.topics import (
     APPROVAL_DECISIONS,
     APPROVAL_REQUESTS,

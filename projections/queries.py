@@ -15,12 +15,12 @@ from typing import Any, Literal, cast
 import psycopg
 from psycopg.rows import class_row
 
-from agentstream.processors.machine import fold
-from agentstream.processors.spec import AgentSpec
-from agentstream.processors.state import AgentState
+from agentstream.processors.core.machine import fold
+from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.state import AgentState
+from agentstream.processors.replay.order import Queued, processor_order
 from agentstream.projections.audit import event_from_payload
 from agentstream.projections.database import offsets_of
-from agentstream.projections.replay import Queued, processor_order
 from agentstream.projections.writer import PROJECTION
 from agentstream.schemas.events import Event
 from agentstream.streams.topics import (
@@ -220,8 +220,8 @@ def fold_events(
     position: Position | None = None,
 ) -> list[Event]:
     """The agent's processor inputs up to a point in time, in the order the processor applied
-    them (see :mod:`agentstream.projections.replay`). ``at`` keeps events that occurred no later
-    than it; ``position`` keeps events below those offsets (a partition it does not name
+    them (see :mod:`agentstream.processors.replay.order`). ``at`` keeps events that occurred no
+    later than it; ``position`` keeps events below those offsets (a partition it does not name
     contributes nothing)."""
     streams: dict[tuple[str, int], list[Queued]] = {}
     params = {"agent_id": agent_id, "types": _INPUT_TYPES, "at": at}

@@ -39,10 +39,10 @@ from agentstream.projections.writer import PROJECTION, ApplyResult, BatchWriter,
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.log_end import places_with_records
-from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import AgentStreamProducer
+from agentstream.streams.runtime.logs import get_logger
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
-from agentstream.streams.settings import Settings
 
 log = get_logger(__name__)
 

@@ -23,8 +23,8 @@ from agentstream.projections.writer import Batch, BatchWriter
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.schemas.events import Event
 from agentstream.streams.replay_reader import NoTracker, TopicReader, Tracker, Window
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
-from agentstream.streams.settings import Settings
 
 MARK = "agentstream replay window"
 

@@ -29,7 +29,7 @@ from agentstream.projections import statements as q
 from agentstream.projections.audit import SourcedEvent
 from agentstream.projections.database import connect, offsets_of
 from agentstream.projections.rows import BatchRows, first_of_each_event
-from agentstream.streams.logs import get_logger
+from agentstream.streams.runtime.logs import get_logger
 
 log = get_logger(__name__)
 

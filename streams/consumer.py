@@ -14,10 +14,10 @@ from agentstream.schemas.errors import ServiceUnavailableError
 from agentstream.schemas.events import AvroRecord
 from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.dlq import DeadLetterSink
-from agentstream.streams.logs import get_logger
 from agentstream.streams.producer import Headers, message_headers
+from agentstream.streams.runtime.logs import get_logger
+from agentstream.streams.runtime.settings import KafkaConfig, Settings
 from agentstream.streams.serde import DecodeError, EventSerde
-from agentstream.streams.settings import KafkaConfig, Settings
 from agentstream.streams.topics import TopicSpec
 
 log = get_logger(__name__)

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from agentstream.schemas.events import DeadLetter, Event, RecordHeader
-from agentstream.streams import metrics
 from agentstream.streams.producer import AgentStreamProducer, Delivery, Headers, wait_delivery
+from agentstream.streams.runtime import metrics
 from agentstream.streams.topics import DLQ
 
 #: Header names on every dead letter, for tools that read headers and not the Avro value.

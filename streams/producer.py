@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -14,15 +16,41 @@ from pydantic import ValidationError
 
 from agentstream.schemas.errors import DeliveryError, SerializationError
 from agentstream.schemas.events import (
+    AgentInput,
     AgentStateSnapshot,
     AvroRecord,
     ChangelogMarker,
     DeadLetter,
+    Envelope,
     Event,
 )
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
-from agentstream.streams.settings import Settings
 from agentstream.streams.topics import topic_for
+
+
+def new_input(
+    agent_id: str,
+    text: str,
+    *,
+    tenant_id: str = "default",
+    metadata: dict[str, str] | None = None,
+    source: str = "sdk",
+) -> AgentInput:
+    """A new input for ``agent_id``, a run's start: its own event id, which is also the
+    correlation id of everything the run does, stamped now. Every entrance (SDK, CLI, HTTP
+    ingress) builds its inputs here."""
+    event_id = str(uuid.uuid4())
+    envelope = Envelope(
+        event_id=event_id,
+        agent_id=agent_id,
+        tenant_id=tenant_id,
+        correlation_id=event_id,
+        occurred_at=datetime.now(UTC),
+        source=source,
+    )
+    return AgentInput(envelope=envelope, text=text, metadata=metadata or {})
+
 
 #: librdkafka's default message.max.bytes; larger values are refused before sending.
 MAX_VALUE_BYTES = 1_000_000

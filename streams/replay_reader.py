@@ -21,7 +21,7 @@ from confluent_kafka import TopicPartition as KafkaPartition
 
 from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
 from agentstream.streams.log_end import read_to_end
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF

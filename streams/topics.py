@@ -34,7 +34,7 @@ from agentstream.schemas.events import (
     ToolCallFailed,
     ToolCallRequested,
 )
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 
 FOREVER = -1
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000

@@ -22,8 +22,8 @@ from types import FrameType
 
 import pytest
 
-from agentstream.streams.settings import Settings, load_settings
-from agentstream.tools.stack import Broker
+from agentstream.streams.runtime.settings import Settings, load_settings
+from agentstream.tools.devstack.stack import Broker
 
 #: every broker kind, in the order the suite runs them
 ALL_BROKERS = ("embedded", "kafka")
@@ -126,7 +126,7 @@ def broker(broker_kind: str, stack_workdir: Path) -> Iterator[Broker | None]:
     if broker_kind == "configured" or (broker_kind == "kafka" and _docker_answers()):
         yield None
         return
-    from agentstream.tools.stack import BrokerKind, make_broker
+    from agentstream.tools.devstack.stack import BrokerKind, make_broker
 
     workdir = stack_workdir / broker_kind
     workdir.mkdir()
@@ -165,7 +165,7 @@ def database_url(env_settings: Settings, stack_workdir: Path) -> Iterator[str]:
         with PostgresContainer("postgres:18", driver=None) as pg:
             yield pg.get_connection_url()
         return
-    from agentstream.tools.stack_postgres import EmbeddedPostgres
+    from agentstream.tools.devstack.stack_postgres import EmbeddedPostgres
 
     postgres = EmbeddedPostgres(stack_workdir)
     try:
@@ -187,7 +187,7 @@ def schema_registry_url(
     if env_settings.schema_registry_url:
         yield env_settings.schema_registry_url
         return
-    from agentstream.tools.stack_registry import EmbeddedRegistry
+    from agentstream.tools.devstack.stack_registry import EmbeddedRegistry
 
     # Asked for only here, so a registry from the environment needs no database.
     database_url: str = request.getfixturevalue("database_url")

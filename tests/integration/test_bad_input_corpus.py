@@ -20,8 +20,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from harness import ServiceProcess, TopicCollector
 from projection_support import drop_schemas, fresh_schema, wait_caught_up
 
-from agentstream.processors.approvals import decide
-from agentstream.processors.topic_scan import scan_topics
+from agentstream.processors.control.approvals import decide
+from agentstream.processors.loading import DEFAULT_SPEC, load_spec
 from agentstream.projections.database import connect
 from agentstream.schemas.events import (
     ApprovalRequested,
@@ -32,7 +32,8 @@ from agentstream.schemas.events import (
 )
 from agentstream.streams.dlq import MAX_ORIGINAL_VALUE
 from agentstream.streams.producer import MAX_VALUE_BYTES, AgentStreamProducer, Delivery
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
+from agentstream.streams.topic_scan import scan_topics
 from agentstream.streams.topics import (
     APPROVAL_REQUESTS,
     DLQ,
@@ -40,7 +41,6 @@ from agentstream.streams.topics import (
     TOOL_RESULTS,
     ensure_topics,
 )
-from agentstream.tools.loading import DEFAULT_SPEC, load_spec
 
 pytestmark = pytest.mark.integration
 REFUND = "Order o-1003 arrived broken, please refund it."

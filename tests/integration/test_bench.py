@@ -62,7 +62,7 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     # The bench starts its own embedded stack: no endpoints inherited from the environment.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSTREAM_")}
     env["AGENTSTREAM_HOME"] = str(tmp_path / "home")
-    argv = [sys.executable, "-m", "agentstream.tools.cli", "bench", "--quick"]
+    argv = [sys.executable, "-m", "agentstream.tools.cli.app", "bench", "--quick"]
     argv += ["--events", "3000", "--backlog", "3000", "--faust-events", "500"]
     argv += ["--latency-seconds", "1", "--rate", "100", "--json", str(out)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)

@@ -32,13 +32,13 @@ from harness import (
 from kafka_reading import aborted_positions, positions
 from world import support_spec
 
-from agentstream.processors.faust_config import idempotence_granted
+from agentstream.processors.engine.loop import ProcessorEngine
+from agentstream.processors.workers.faust_config import idempotence_granted
 from agentstream.schemas.events import AgentInput
-from agentstream.streams.engine import ProcessorEngine
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.replay_reader import TopicReader, Window
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
-from agentstream.streams.settings import Settings
 from agentstream.streams.topics import (
     DLQ,
     INPUTS,
@@ -47,8 +47,8 @@ from agentstream.streams.topics import (
     admin_client,
     ensure_topics,
 )
-from agentstream.tools.stack import Broker
-from agentstream.tools.stack_broker import EmbeddedBroker
+from agentstream.tools.devstack.stack import Broker
+from agentstream.tools.devstack.stack_broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 PROCESSOR = ["processor", "run", "--spec", "world:support_spec", "--batch-size", "200"]

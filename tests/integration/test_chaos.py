@@ -10,11 +10,11 @@ import pytest
 from kafka_reading import aborted_positions
 
 from agentstream.projections.database import connect
-from agentstream.streams.settings import Settings
-from agentstream.tools.chaos_driver import ChaosConfig, run_chaos
-from agentstream.tools.soak_driver import SoakConfig, run_soak
-from agentstream.tools.soak_memory import verdict
-from agentstream.tools.stack import Broker
+from agentstream.streams.runtime.settings import Settings
+from agentstream.tools.devstack.stack import Broker
+from agentstream.tools.harness.chaos_driver import ChaosConfig, run_chaos
+from agentstream.tools.harness.soak_driver import SoakConfig, run_soak
+from agentstream.tools.harness.soak_memory import verdict
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

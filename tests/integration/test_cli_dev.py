@@ -17,8 +17,8 @@ import psutil
 import psycopg
 import pytest
 
-from agentstream.streams.settings import agentstream_home
-from agentstream.tools.stack_process import free_loopback_port
+from agentstream.streams.runtime.settings import agentstream_home
+from agentstream.tools.devstack.stack_process import free_loopback_port
 
 pytestmark = pytest.mark.integration
 
@@ -156,7 +156,8 @@ def _foreign_stack_processes() -> set[int]:
         name = proc.info["name"] or ""
         cmdline = " ".join(proc.info["cmdline"] or [])
         ours_too = any(
-            part in cmdline for part in ("agentstream.tools.cli", "registry_server", "kafka.Kafka")
+            part in cmdline
+            for part in ("agentstream.tools.cli.app", "registry.server", "kafka.Kafka")
         )
         if (name.startswith("tansu") or name == "postgres" or ours_too) and proc.pid not in ours:
             found.add(proc.pid)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from harness import read_to_end
 
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import INPUTS, ensure_topics
 
 pytestmark = pytest.mark.integration

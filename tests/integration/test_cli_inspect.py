@@ -18,9 +18,9 @@ from histories import Placed, drive, make_input
 from projection_support import DirectFeed, drop_schemas, fresh_schema, produce
 from world import respond
 
-from agentstream.processors.state import AgentState
+from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import ApprovalRequested, Event
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import ensure_topics, topic_for
 
 pytestmark = pytest.mark.integration

@@ -25,9 +25,9 @@ from agentstream.schemas.events import Event, ModelCallRequested
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.replay_reader import TopicReader, partition_of
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import INPUTS, MODEL_CALLS, OUTCOMES, ensure_topics, topic_for
-from agentstream.tools.replay_dlq import REDRIVEN_FROM
+from agentstream.tools.replay.dlq import REDRIVEN_FROM
 
 pytestmark = pytest.mark.integration
 

@@ -31,11 +31,11 @@ from agentstream.schemas.events import (
     RunCompleted,
     ToolCallCompleted,
 )
-from agentstream.streams import tracing
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime import tracing
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import TOPICS, ensure_topics
-from agentstream.tools.console_app import Console, create_console_app
-from agentstream.tools.stack_process import free_loopback_port
+from agentstream.tools.console.app import Console, create_console_app
+from agentstream.tools.devstack.stack_process import free_loopback_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from agentstream.streams import dlq
 from agentstream.streams.consumer import Consumed, EventConsumer
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.producer import AgentStreamProducer
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
-from agentstream.streams.settings import Settings
 from agentstream.streams.topics import DLQ, INPUTS, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from agentstream.tools.stack import EmbeddedStack
+from agentstream.tools.devstack.stack import EmbeddedStack
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from agentstream.schemas.events import RECORD_TYPES, AvroRecord
 from agentstream.streams.producer import AgentStreamProducer
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
-from agentstream.streams.settings import Settings
 from agentstream.streams.topics import ensure_topics, topic_for
 
 pytestmark = pytest.mark.integration

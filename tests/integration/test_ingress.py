@@ -20,10 +20,10 @@ from pydantic import SecretStr
 
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.schemas.events import AgentInput
-from agentstream.streams import tracing
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime import tracing
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import INPUTS, ensure_topics
-from agentstream.tools.console_app import Console, check_exposure, create_console_app
+from agentstream.tools.console.app import Console, check_exposure, create_console_app
 
 pytestmark = pytest.mark.integration
 

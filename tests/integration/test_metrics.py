@@ -14,10 +14,10 @@ from console_support import read_with_headers, wait_until
 from harness import FakeWorkers, ServiceProcess, TopicCollector, outcomes_by_agent
 from prometheus_client.parser import text_string_to_metric_families
 
+from agentstream.processors.engine.loop import PROCESSOR_INPUTS
 from agentstream.schemas.events import Event
-from agentstream.streams.engine import PROCESSOR_INPUTS
 from agentstream.streams.producer import AgentStreamProducer
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import (
     APPROVAL_REQUESTS,
     DLQ,
@@ -28,7 +28,7 @@ from agentstream.streams.topics import (
     TopicSpec,
     ensure_topics,
 )
-from agentstream.tools.stack_process import free_loopback_port
+from agentstream.tools.devstack.stack_process import free_loopback_port
 
 pytestmark = pytest.mark.integration
 

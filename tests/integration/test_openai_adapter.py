@@ -11,13 +11,13 @@ import pytest
 from builders import envelope
 from openai_stub import OpenAIStub, completion, error
 
-from agentstream.processors.breaker import BreakerPolicy, BreakerRegistry
+from agentstream.processors.core.spec import RetryPolicy
 from agentstream.processors.errors import ProviderError
-from agentstream.processors.model_adapters import ModelRequest
-from agentstream.processors.model_executor import ModelExecutor
-from agentstream.processors.model_openai import OpenAICompatibleModel
-from agentstream.processors.model_scripted import ScriptedModel
-from agentstream.processors.spec import RetryPolicy
+from agentstream.processors.workers.breaker import BreakerPolicy, BreakerRegistry
+from agentstream.processors.workers.model_adapters import ModelRequest
+from agentstream.processors.workers.model_executor import ModelExecutor
+from agentstream.processors.workers.model_openai import OpenAICompatibleModel
+from agentstream.processors.workers.model_scripted import ScriptedModel
 from agentstream.schemas.events import ModelCallCompleted, ModelCallFailed, ModelCallRequested
 
 TOOLS = [

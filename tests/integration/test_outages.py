@@ -19,7 +19,7 @@ from harness import ServiceProcess, TopicCollector
 
 from agentstream.schemas.events import RunCompleted, RunFailed, ToolCallFailed
 from agentstream.streams.producer import AgentStreamProducer
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import OUTCOMES, TOOL_RESULTS, ensure_topics
 
 pytestmark = pytest.mark.integration

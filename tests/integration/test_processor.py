@@ -21,12 +21,12 @@ from harness import (
 )
 from world import support_spec
 
-from agentstream.processors.machine import fold
-from agentstream.processors.state import AgentState
+from agentstream.processors.core.machine import fold
+from agentstream.processors.core.state import AgentState
+from agentstream.processors.engine.loop import PROCESSOR_INPUTS
 from agentstream.schemas.events import AgentInput, Event, RunCompleted
-from agentstream.streams.engine import PROCESSOR_INPUTS
 from agentstream.streams.producer import AgentStreamProducer
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import DLQ, OUTCOMES, STATE, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from projection_support import (
 )
 from world import respond, result_envelope, support_spec
 
-from agentstream.processors.state import AgentState
+from agentstream.processors.core.state import AgentState
 from agentstream.projections.database import connect
 from agentstream.projections.migrate import applied_versions, migrate, migrations
 from agentstream.projections.queries import (

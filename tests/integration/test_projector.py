@@ -46,9 +46,9 @@ from agentstream.schemas.events import (
     ToolCallCompleted,
 )
 from agentstream.streams.producer import AgentStreamProducer
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import APPROVAL_REQUESTS, DLQ, ensure_topics
-from agentstream.tools.stack_postgres import EmbeddedPostgres
+from agentstream.tools.devstack.stack_postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
 PROCESSOR = ["processor", "run", "--spec", "world:support_spec", "--batch-size", "500"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agentstream.streams.settings import Settings
-from agentstream.tools.scale_driver import ScaleConfig, run_scale_out
+from agentstream.streams.runtime.settings import Settings
+from agentstream.tools.harness.scale_driver import ScaleConfig, run_scale_out
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 

@@ -23,8 +23,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from agentstream.schemas.contract import avro_schema
 from agentstream.schemas.events import AgentInput
 from agentstream.streams.producer import AgentStreamProducer
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde
-from agentstream.streams.settings import Settings
 from agentstream.streams.topics import INPUTS, OUTCOMES, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from agentstream.tools.stack_registry import EmbeddedRegistry
+from agentstream.tools.devstack.stack_registry import EmbeddedRegistry
 
 pytestmark = pytest.mark.integration
 

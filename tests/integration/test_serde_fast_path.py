@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from agentstream.schemas.contract import avro_schema_str
 from agentstream.schemas.events import RECORD_TYPES, AvroRecord
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
-from agentstream.streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 TOPIC = f"fastpath-{uuid.uuid4().hex[:6]}"

@@ -16,7 +16,7 @@ from confluent_kafka.cimpl import NewTopic
 from agentstream.schemas.errors import ConfigurationError, DeliveryError, SerializationError
 from agentstream.schemas.events import AgentInput
 from agentstream.streams.producer import AgentStreamProducer
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import TOPICS, admin_client, describe_topics, ensure_topics
 
 pytestmark = pytest.mark.integration

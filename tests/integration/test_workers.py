@@ -21,7 +21,7 @@ from builders import agent_input
 from harness import ServiceProcess, TopicCollector
 from worker_world import APPROVAL_TIMEOUT_S, LEDGER_ENV, read_ledger
 
-from agentstream.processors.approvals import ApprovalsClient, decide
+from agentstream.processors.control.approvals import ApprovalsClient, decide
 from agentstream.schemas.events import (
     AgentInput,
     ApprovalExpired,
@@ -36,7 +36,7 @@ from agentstream.schemas.events import (
     ToolCallRequested,
 )
 from agentstream.streams.producer import AgentStreamProducer
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import (
     APPROVAL_DECISIONS,
     APPROVAL_REQUESTS,

@@ -20,10 +20,10 @@ from datetime import UTC, datetime, timedelta
 
 from builders import agent_input, envelope
 
-from agentstream.processors.approvals import ApprovalsClient, decide, expire
-from agentstream.processors.ids import arguments_hash
-from agentstream.processors.machine import transition
-from agentstream.processors.spec import AgentSpec
+from agentstream.processors.control.approvals import ApprovalsClient, decide, expire
+from agentstream.processors.core.ids import arguments_hash
+from agentstream.processors.core.machine import transition
+from agentstream.processors.core.spec import AgentSpec
 from agentstream.schemas.errors import AgentStreamError, SerializationError
 from agentstream.schemas.events import (
     AgentInput,
@@ -38,7 +38,7 @@ from agentstream.schemas.events import (
     ToolCallRequested,
 )
 from agentstream.streams.producer import AgentStreamProducer
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import (
     APPROVAL_DECISIONS,
     APPROVAL_REQUESTS,
@@ -49,7 +49,7 @@ from agentstream.streams.topics import (
     TOOL_RESULTS,
     TopicSpec,
 )
-from agentstream.tools.chaos_workload import stamped_now
+from agentstream.tools.harness.chaos_workload import stamped_now
 
 SQL_TEXT = 'Robert\'); DROP TABLE agents; -- and "runs" too; SELECT pg_sleep(30);'
 NUL_TEXT = "before\x00after, where is o-1001?"

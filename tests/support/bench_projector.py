@@ -25,9 +25,9 @@ from agentstream.projections.projector import Projector, tune_for_batches
 from agentstream.projections.queries import projection_position
 from agentstream.projections.rebuild import rebuild
 from agentstream.streams.producer import AgentStreamProducer
-from agentstream.streams.settings import Settings, load_settings
+from agentstream.streams.runtime.settings import Settings, load_settings
 from agentstream.streams.topics import ensure_topics
-from agentstream.tools.stack import EmbeddedStack
+from agentstream.tools.devstack.stack import EmbeddedStack
 
 
 def produce(settings: Settings, events: int) -> int:

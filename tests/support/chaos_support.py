@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from agentstream.processors.spec import AgentSpec, Budgets, ModelSpec, RetryPolicy, tool
+from agentstream.processors.core.spec import AgentSpec, Budgets, ModelSpec, RetryPolicy, tool
 
 HANG_S = 6.0
 TIMEOUT_S = 0.5

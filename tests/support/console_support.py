@@ -11,11 +11,11 @@ from typing import Any, Self
 import httpx
 import uvicorn
 
-from agentstream.processors.topic_scan import scan_topics
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
-from agentstream.streams.settings import Settings
+from agentstream.streams.topic_scan import scan_topics
 from agentstream.streams.topics import TopicSpec
-from agentstream.tools.stack_process import free_loopback_port
+from agentstream.tools.devstack.stack_process import free_loopback_port
 
 
 class ServedApp:

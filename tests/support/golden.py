@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentstream.processors.machine import transition
-from agentstream.processors.spec import AgentSpec
-from agentstream.processors.state import AgentState
+from agentstream.processors.core.machine import transition
+from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import EVENT_TYPES, Event
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"

@@ -9,7 +9,7 @@ from datetime import timedelta
 from builders import T0, envelope
 from world import respond, result_envelope, support_spec
 
-from agentstream.processors.spec import AgentSpec
+from agentstream.processors.core.spec import AgentSpec
 from agentstream.schemas.events import (
     AgentInput,
     ApprovalDenied,

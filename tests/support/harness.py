@@ -29,8 +29,8 @@ from agentstream.schemas.events import (
 )
 from agentstream.streams.log_end import log_ends
 from agentstream.streams.log_end import read_to_end as read_to_end_of_log
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
-from agentstream.streams.settings import Settings
 from agentstream.streams.topics import (
     APPROVAL_REQUESTS,
     MODEL_CALLS,

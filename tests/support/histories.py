@@ -18,9 +18,9 @@ from datetime import timedelta
 from builders import T0, envelope
 from world import respond, support_spec
 
-from agentstream.processors.machine import transition
-from agentstream.processors.spec import AgentSpec
-from agentstream.processors.state import AgentState
+from agentstream.processors.core.machine import transition
+from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import AgentInput, Event
 from agentstream.streams.topics import topic_for
 

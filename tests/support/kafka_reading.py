@@ -9,7 +9,7 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from agentstream.streams.log_end import log_ends, read_to_end
-from agentstream.streams.settings import Settings
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import (
     APPROVAL_REQUESTS,
     MODEL_CALLS,

@@ -11,7 +11,7 @@ import psycopg
 from histories import Placed
 from psycopg import sql
 
-from agentstream.processors.state import AgentState
+from agentstream.processors.core.state import AgentState
 from agentstream.projections.audit import SourcedEvent
 from agentstream.projections.checksums import TableChecksum, table_checksums
 from agentstream.projections.database import connect
@@ -19,8 +19,8 @@ from agentstream.projections.migrate import migrate
 from agentstream.projections.queries import AgentRow, get_agent, projection_position
 from agentstream.projections.writer import ApplyResult, Batch, BatchWriter
 from agentstream.streams.producer import AgentStreamProducer
-from agentstream.streams.settings import Settings
-from agentstream.tools.chaos_checks import wait_projection_caught_up
+from agentstream.streams.runtime.settings import Settings
+from agentstream.tools.harness.chaos_checks import wait_projection_caught_up
 
 Position = dict[tuple[str, int], int]
 

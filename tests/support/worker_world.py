@@ -13,8 +13,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from agentstream.processors.spec import AgentSpec, Budgets, ModelSpec, RetryPolicy, tool
-from agentstream.processors.toolcontext import current_call, idempotency_key
+from agentstream.processors.core.spec import AgentSpec, Budgets, ModelSpec, RetryPolicy, tool
+from agentstream.processors.workers.toolcontext import current_call, idempotency_key
 
 LEDGER_ENV = "AGENTSTREAM_TEST_LEDGER"
 APPROVAL_TIMEOUT_S = 12.0

@@ -10,7 +10,7 @@ import json
 import uuid
 from datetime import timedelta
 
-from agentstream.processors.spec import AgentSpec, Budgets, ToolSpec, tool
+from agentstream.processors.core.spec import AgentSpec, Budgets, ToolSpec, tool
 from agentstream.schemas.events import (
     ApprovalGranted,
     ApprovalRequested,

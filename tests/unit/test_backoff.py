@@ -6,14 +6,19 @@ import random
 
 import pytest
 
+from agentstream.processors.core.spec import RetryPolicy
 from agentstream.processors.errors import (
     CallTimeoutError,
     CircuitOpenError,
     ProviderError,
     RetryableError,
 )
-from agentstream.processors.retry import backoff_cap, backoff_delay, error_message, is_retryable
-from agentstream.processors.spec import RetryPolicy
+from agentstream.processors.workers.retry import (
+    backoff_cap,
+    backoff_delay,
+    error_message,
+    is_retryable,
+)
 
 POLICY = RetryPolicy(max_attempts=10, initial_backoff_s=0.1, max_backoff_s=2.0, multiplier=2.0)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentstream.processors.breaker import (
+from agentstream.processors.workers.breaker import (
     BreakerPolicy,
     BreakerRegistry,
     BreakerState,

@@ -7,7 +7,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentstream.processors.ids import derived_id
+from agentstream.processors.core.ids import derived_id
 
 NAMESPACE = uuid.UUID("0b6f3c1e-8a53-4c1f-9a49-2f4f0d1e7c55")
 # text that UTF-8 can encode (uuid5 refuses lone surrogates too)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentstream.processors.offsets import InOrderAcks
+from agentstream.processors.workers.offsets import InOrderAcks
 
 
 def test_a_later_call_finishing_first_waits_for_the_earlier_one() -> None:

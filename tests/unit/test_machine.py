@@ -12,9 +12,9 @@ from builders import T0, agent_input, envelope
 from pydantic import ValidationError
 from world import approve, model_answer, respond, support_spec, tool_result
 
-from agentstream.processors.machine import Decision, transition
-from agentstream.processors.spec import AgentSpec
-from agentstream.processors.state import AgentState, evolve
+from agentstream.processors.core.machine import Decision, transition
+from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.state import AgentState, evolve
 from agentstream.schemas.events import (
     AgentInput,
     ApprovalDenied,

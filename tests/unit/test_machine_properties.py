@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from world import respond, support_spec
 
-from agentstream.processors.machine import fold, transition
-from agentstream.processors.state import AgentState
+from agentstream.processors.core.machine import fold, transition
+from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import Event, RunCompleted, RunFailed
 
 SPEC = support_spec()

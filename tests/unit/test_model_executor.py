@@ -9,13 +9,13 @@ from typing import Any
 
 from builders import envelope
 
-from agentstream.processors.breaker import BreakerPolicy, BreakerRegistry
+from agentstream.processors.core.spec import RetryPolicy
 from agentstream.processors.errors import ProviderError
-from agentstream.processors.model_adapters import ModelRequest, ModelResponse
-from agentstream.processors.model_executor import ModelExecutor
-from agentstream.processors.model_scripted import ScriptedModel
-from agentstream.processors.ratelimit import TokenBucket
-from agentstream.processors.spec import RetryPolicy
+from agentstream.processors.workers.breaker import BreakerPolicy, BreakerRegistry
+from agentstream.processors.workers.model_adapters import ModelRequest, ModelResponse
+from agentstream.processors.workers.model_executor import ModelExecutor
+from agentstream.processors.workers.model_scripted import ScriptedModel
+from agentstream.processors.workers.ratelimit import TokenBucket
 from agentstream.schemas.events import ModelCallCompleted, ModelCallFailed, ModelCallRequested
 
 FAST = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.002)

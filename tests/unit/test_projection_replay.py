@@ -7,12 +7,12 @@ from golden_scenarios import SCENARIOS
 from histories import drive, make_input
 from world import support_spec
 
-from agentstream.processors.machine import transition
-from agentstream.processors.spec import AgentSpec
-from agentstream.processors.state import AgentState
-from agentstream.projections.replay import Queued, processor_order
+from agentstream.processors.core.machine import transition
+from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.state import AgentState
+from agentstream.processors.engine.loop import PROCESSOR_INPUTS
+from agentstream.processors.replay.order import Queued, processor_order
 from agentstream.schemas.events import Event
-from agentstream.streams.engine import PROCESSOR_INPUTS
 from agentstream.streams.topics import topic_for
 
 _INPUT_TOPICS = [spec.name for spec in PROCESSOR_INPUTS]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agentstream.schemas.errors import AgentStreamError
-from agentstream.streams.registry_compat import (
+from agentstream.tools.devstack.registry.compat import (
     CompatibilityLevel,
     InvalidCompatibilityLevelError,
     InvalidSchemaError,

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 from builders import T0, agent_input
 
-from agentstream.processors.approvals import decide
+from agentstream.processors.control.approvals import decide
+from agentstream.processors.core.ids import canonical_json, derived_id
+from agentstream.processors.core.machine import transition
+from agentstream.processors.core.state import AgentState
 from agentstream.processors.errors import ProviderError
 from agentstream.processors.examples import support_agent
-from agentstream.processors.ids import canonical_json, derived_id
-from agentstream.processors.machine import transition
-from agentstream.processors.model_adapters import ModelRequest
-from agentstream.processors.model_scripted import ScriptedModel
-from agentstream.processors.state import AgentState
+from agentstream.processors.workers.model_adapters import ModelRequest
+from agentstream.processors.workers.model_scripted import ScriptedModel
 from agentstream.schemas.events import (
     ApprovalRequested,
     Envelope,

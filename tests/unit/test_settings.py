@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from agentstream.schemas.errors import AgentStreamError, ConfigurationError
-from agentstream.streams.settings import (
+from agentstream.streams.runtime.settings import (
     DevStackRecord,
     Settings,
     clear_dev_stack,
@@ -82,7 +82,7 @@ def test_security_settings_pass_through_to_kafka_clients() -> None:
 def test_services_started_for_a_run_get_the_same_kafka_security(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from agentstream.tools.services import service_environment
+    from agentstream.tools.devstack.services import service_environment
 
     settings = Settings(
         bootstrap_servers="b:9092",

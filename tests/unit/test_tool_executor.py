@@ -10,12 +10,12 @@ from typing import Any
 
 from builders import envelope
 
-from agentstream.processors.breaker import BreakerPolicy, BreakerRegistry
+from agentstream.processors.core.ids import arguments_hash
+from agentstream.processors.core.spec import RetryPolicy, ToolSpec, tool
 from agentstream.processors.errors import RetryableError
-from agentstream.processors.ids import arguments_hash
-from agentstream.processors.spec import RetryPolicy, ToolSpec, tool
-from agentstream.processors.tool_executor import ToolExecutor
-from agentstream.processors.toolcontext import current_call, idempotency_key
+from agentstream.processors.workers.breaker import BreakerPolicy, BreakerRegistry
+from agentstream.processors.workers.tool_executor import ToolExecutor
+from agentstream.processors.workers.toolcontext import current_call, idempotency_key
 from agentstream.schemas.events import ToolCallCompleted, ToolCallFailed, ToolCallRequested
 
 FAST = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.005)

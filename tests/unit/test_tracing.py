@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from world import support_spec
 
-from agentstream.processors.machine import transition
-from agentstream.streams import tracing
+from agentstream.processors.core.machine import transition
+from agentstream.streams.runtime import tracing
 
 PARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

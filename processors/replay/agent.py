@@ -1,0 +1,171 @@
+"""Re-fold one agent's recorded inputs through the current state machine, in memory, and compare
+what it emits with what the processor recorded. Pure: nothing is produced or written.
+
+Emitted ids derive from the causing event, so a changed spec still emits events with the ids
+of the recorded ones; they are matched by id and compared field by field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agentstream.processors.core.machine import transition
+from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.state import AgentState
+from agentstream.processors.replay.history import AgentHistory
+from agentstream.schemas.events import Event
+
+Verdict = Literal["same", "changed", "missing", "new"]
+
+
+@dataclass(frozen=True)
+class Change:
+    path: str
+    recorded: Any
+    replayed: Any
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    verdict: Verdict
+    event_id: str
+    type: str
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepDiff:
+    """One applied input and how its outputs compare."""
+
+    index: int
+    cause: Event
+    outputs: tuple[OutputDiff, ...]
+    rejection: str | None = None
+    duplicate: bool = False
+
+    @property
+    def identical(self) -> bool:
+        return all(o.verdict == "same" for o in self.outputs)
+
+
+@dataclass
+class AgentReplay:
+    agent_id: str
+    steps: list[StepDiff] = field(default_factory=list)
+    state: AgentState | None = None
+    #: recorded outputs whose causing input is not in the history (e.g. past retention)
+    orphans: int = 0
+
+    @property
+    def identical(self) -> bool:
+        return all(step.identical for step in self.steps)
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(1 for s in self.steps for o in s.outputs if o.verdict == verdict)
+
+    def differing(self) -> list[StepDiff]:
+        return [s for s in self.steps if not s.identical]
+
+
+def replay_agent(history: AgentHistory, spec: AgentSpec) -> AgentReplay:
+    """Fold ``history``'s inputs through ``spec`` and diff each step's outputs."""
+    recorded = history.caused()
+    result = AgentReplay(history.agent_id)
+    state: AgentState | None = None
+    applied: set[str] = set()
+    for index, event in enumerate(history.applied_order(spec), start=1):
+        decision = transition(state, event, spec)
+        state = decision.state
+        event_id = event.envelope.event_id
+        applied.add(event_id)
+        outputs = diff_outputs(recorded.get(event_id, []), list(decision.emits))
+        rejection = None
+        if decision.rejection is not None:
+            rejection = f"{decision.rejection.error_class}: {decision.rejection.reason}"
+        result.steps.append(StepDiff(index, event, outputs, rejection, decision.duplicate))
+    result.state = state
+    result.orphans = sum(len(v) for k, v in recorded.items() if k not in applied)
+    return result
+
+
+def diff_outputs(recorded: list[Event], replayed: list[Event]) -> tuple[OutputDiff, ...]:
+    before = {e.envelope.event_id: e for e in recorded}
+    after = {e.envelope.event_id: e for e in replayed}
+    diffs = []
+    for event_id in [*before, *(i for i in after if i not in before)]:
+        old, new = before.get(event_id), after.get(event_id)
+        if old is None:
+            assert new is not None
+            diffs.append(OutputDiff("new", event_id, type(new).__name__))
+        elif new is None:
+            diffs.append(OutputDiff("missing", event_id, type(old).__name__))
+        else:
+            changes = tuple(compare(_plain(old), _plain(new)))
+            if type(old) is not type(new):
+                changes = (Change("type", type(old).__name__, type(new).__name__), *changes)
+            verdict: Verdict = "changed" if changes else "same"
+            diffs.append(OutputDiff(verdict, event_id, type(new).__name__, changes))
+    return tuple(diffs)
+
+
+def _plain(event: Event) -> Any:
+    data = event.model_dump(mode="json")
+    # JSON held in strings (messages, tools, arguments) is compared as JSON, field by field
+    for key, value in list(data.items()):
+        if key.endswith("_json") and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                data[key] = json.loads(value)
+    return data
+
+
+def compare(old: Any, new: Any, path: str = "") -> list[Change]:
+    """The leaves where two JSON values differ, as dotted paths."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        changes = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            sub = f"{path}.{key}" if path else str(key)
+            changes += compare(old.get(key), new.get(key), sub)
+        return changes
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        changes = []
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            changes += compare(a, b, f"{path}[{i}]")
+        return changes
+    return [] if old == new else [Change(path, old, new)]
+
+
+def as_json(result: AgentReplay) -> dict[str, Any]:
+    return {
+        "agent_id": result.agent_id,
+        "identical": result.identical,
+        "steps": len(result.steps),
+        "same": result.count("same"),
+        "changed": result.count("changed"),
+        "missing": result.count("missing"),
+        "new": result.count("new"),
+        "orphans": result.orphans,
+        "differences": [
+            {
+                "step": step.index,
+                "cause": {
+                    "type": type(step.cause).__name__,
+                    "event_id": step.cause.envelope.event_id,
+                },
+                "rejection": step.rejection,
+                "outputs": [
+                    {
+                        "verdict": o.verdict,
+                        "type": o.type,
+                        "event_id": o.event_id,
+                        "changes": [c.__dict__ for c in o.changes],
+                    }
+                    for o in step.outputs
+                    if o.verdict != "same"
+                ],
+            }
+            for step in result.differing()
+        ],
+    }

@@ -1,0 +1,206 @@
+"""A deterministic model for offline demos and tests: rules map the conversation to tool calls
+and, once no rule is left to fire, to a final answer. Same conversation, same reply.
+
+A rule fires at most once per run, in order, when its ``when`` pattern is found in the user's
+text and every placeholder of its arguments resolves. Placeholders: ``{text}`` (the user's
+text), the named groups of every matching rule's pattern so far (``{order_id}``), and
+``{result.TOOL.FIELD}`` (a field of that tool's latest JSON result). A value that is a single
+placeholder keeps the placeholder's JSON type.
+
+A script comes from the model call's parameters (``{"script": {"rules": [...]}}``, so an agent
+spec can carry its own) or by the model's name from the built-in scripts (``support-script``
+drives the demo support agent).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentstream.processors.core.ids import canonical_json
+from agentstream.processors.errors import ProviderError
+from agentstream.processors.workers.model_adapters import ModelRequest, ModelResponse
+from agentstream.schemas.events import TokenUsage, ToolCallIntent
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+
+
+class ScriptRule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    when: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Script(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rules: tuple[ScriptRule, ...] = ()
+    #: Final answer template (placeholders as in arguments, plus ``{summary}``).
+    answer: str = "{summary}"
+
+
+SUPPORT_SCRIPT = Script(
+    rules=(
+        ScriptRule(
+            when=r"\b(?P<order_id>o-\d+)\b",
+            tool="lookup_order",
+            arguments={"order_id": "{order_id}"},
+        ),
+        ScriptRule(
+            when=r"\brefund",
+            tool="issue_refund",
+            arguments={
+                "order_id": "{order_id}",
+                "amount_cents": "{result.lookup_order.total_cents}",
+                "reason": "{text}",
+            },
+        ),
+        ScriptRule(when=r"\breturn", tool="search_faq", arguments={"query": "{text}"}),
+    ),
+    answer="Thanks for your message. {summary}",
+)
+
+BUILTIN_SCRIPTS: dict[str, Script] = {"support-script": SUPPORT_SCRIPT}
+
+
+class _Unresolved(Exception):
+    pass
+
+
+class ScriptedModel:
+    """A ModelAdapter that never does I/O."""
+
+    def __init__(self, scripts: Mapping[str, Script] | None = None) -> None:
+        self.scripts = dict(BUILTIN_SCRIPTS if scripts is None else scripts)
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return self.reply(request)
+
+    async def aclose(self) -> None:
+        return None
+
+    def script_for(self, request: ModelRequest) -> Script:
+        inline = request.parameters.get("script")
+        if inline is not None:
+            try:
+                return Script.model_validate(inline)
+            except ValidationError as exc:
+                raise ProviderError(f"invalid inline script: {exc}", retryable=False) from exc
+        script = self.scripts.get(request.model)
+        if script is None:
+            raise ProviderError(f"no script named {request.model!r}", retryable=False)
+        return script
+
+    def reply(self, request: ModelRequest) -> ModelResponse:
+        script = self.script_for(request)
+        messages = request.messages
+        text = next(
+            (str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"),
+            "",
+        )
+        called = {
+            call.get("id")
+            for m in messages
+            if m.get("role") == "assistant"
+            for call in m.get("tool_calls") or ()
+        }
+        results = _tool_results(messages)
+        values: dict[str, Any] = {"text": text}
+        for index, rule in enumerate(script.rules):
+            match = re.search(rule.when, text, re.IGNORECASE)
+            if match is None:
+                continue
+            values.update({k: v for k, v in match.groupdict().items() if v is not None})
+            call_id = f"rule-{index}-{rule.tool}"
+            if call_id in called:
+                continue
+            try:
+                arguments = {k: _render(v, values, results) for k, v in rule.arguments.items()}
+            except _Unresolved:
+                continue
+            intent = ToolCallIntent(
+                tool_call_id=call_id, tool=rule.tool, arguments_json=canonical_json(arguments)
+            )
+            return ModelResponse(None, [intent], _usage(messages, intent.arguments_json))
+        values["summary"] = _summary(messages)
+        try:
+            answer = str(_render(script.answer, values, results))
+        except _Unresolved:
+            answer = str(values["summary"])
+        return ModelResponse(answer, [], _usage(messages, answer))
+
+
+def _tool_results(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for message in messages:
+        if message.get("role") == "tool" and message.get("name"):
+            results[str(message["name"])] = _parse(message.get("content"))
+    return results
+
+
+def _parse(content: Any) -> Any:
+    if not isinstance(content, str):
+        return content
+    try:
+        return json.loads(content)
+    except ValueError:
+        return content
+
+
+def _lookup(name: str, values: dict[str, Any], results: dict[str, Any]) -> Any:
+    if name.startswith("result."):
+        _, tool, *path = name.split(".")
+        if tool not in results:
+            raise _Unresolved(name)
+        found = results[tool]
+        for part in path:
+            if not isinstance(found, dict) or part not in found:
+                raise _Unresolved(name)
+            found = found[part]
+        return found
+    if name not in values:
+        raise _Unresolved(name)
+    return values[name]
+
+
+def _render(template: Any, values: dict[str, Any], results: dict[str, Any]) -> Any:
+    if not isinstance(template, str):
+        return template
+    whole = _PLACEHOLDER.fullmatch(template)
+    if whole:
+        return _lookup(whole.group(1), values, results)
+
+    def one(match: re.Match[str]) -> str:
+        found = _lookup(match.group(1), values, results)
+        return found if isinstance(found, str) else json.dumps(found, sort_keys=True)
+
+    return _PLACEHOLDER.sub(one, template)
+
+
+def _summary(messages: list[dict[str, Any]]) -> str:
+    lines = []
+    for message in messages:
+        if message.get("role") != "tool":
+            continue
+        name = message.get("name") or "tool"
+        result = _parse(message.get("content"))
+        if isinstance(result, dict) and "error" in result:
+            lines.append(f"{name} was not done ({result['error']})")
+        else:
+            shown = result if isinstance(result, str) else canonical_json(result)
+            lines.append(f"{name}: {shown}")
+    if not lines:
+        return "How can I help you?"
+    return "; ".join(lines) + "."
+
+
+def _usage(messages: list[dict[str, Any]], output: str) -> TokenUsage:
+    # A rough token count (4 characters each), so budgets behave as with a real model.
+    prompt = sum(len(str(m.get("content") or "")) for m in messages)
+    return TokenUsage(prompt_tokens=prompt // 4 + 1, completion_tokens=len(output) // 4 + 1)

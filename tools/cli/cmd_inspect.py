@@ -1,0 +1,239 @@
+"""``agentstream inspect AGENT``: the agent's state, runs and timeline, from the PostgreSQL read
+models, or folded from the topics by the processor's own state machine when there is no
+database (or with ``--from-topics``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.loading import DEFAULT_SPEC, load_spec
+from agentstream.processors.replay.history import AgentHistory, read_history
+from agentstream.projections.inspect import AgentView, RunView, TimelineItem, view_from_database
+from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
+from agentstream.schemas.events import RunCompleted, RunFailed
+from agentstream.streams.runtime.settings import Settings, load_settings
+from agentstream.tools.replay.progress import tracking
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def inspect(
+    agent: Annotated[str, typer.Argument(help="The agent's id.")],
+    run: Annotated[str | None, typer.Option(help="Only this run's events and row.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show the last N timeline events.")] = 30,
+    from_topics: Annotated[
+        bool, typer.Option("--from-topics", help="Fold the state from the topics, not PostgreSQL.")
+    ] = False,
+    schema: Annotated[
+        str,
+        typer.Option(envvar="AGENTSTREAM_PROJECTION_SCHEMA", help="Schema of the read models."),
+    ] = "projections",
+    spec: Annotated[
+        str, typer.Option(help="The agent spec, to fold the state from the topics.")
+    ] = DEFAULT_SPEC,
+    as_json: Annotated[bool, typer.Option("--json", help="The view as one JSON object.")] = False,
+) -> None:
+    """Show an agent's current state and timeline (PostgreSQL, else the topics)."""
+    settings = load_settings()
+    view = None
+    if not from_topics:
+        view = _from_database(settings, schema, agent, run, limit)
+    if view is None:
+        view = view_from_topics(settings, load_spec(spec), agent, run=run, limit=limit)
+    if as_json:
+        print(json.dumps(_json(view), ensure_ascii=False, default=str))
+    else:
+        _render(view)
+
+
+def _from_database(
+    settings: Settings, schema: str, agent: str, run: str | None, limit: int
+) -> AgentView | None:
+    """The view from the read models; None (with a note why) to fall back to the topics."""
+    import psycopg
+
+    from agentstream.projections.database import connect
+
+    if settings.database_url is None:
+        err.print("no database configured (AGENTSTREAM_DATABASE_URL): folding from the topics")
+        return None
+    try:
+        with connect(settings.database_url, schema, connect_timeout=3) as conn:
+            view = view_from_database(conn, schema, agent, run_id=run, limit=limit)
+    except ServiceUnavailableError as exc:
+        err.print(f"{exc}: folding from the topics")
+        return None
+    except psycopg.errors.UndefinedTable:
+        err.print(
+            f"schema {schema} has no read models (run `agentstream db migrate`): "
+            "folding from the topics"
+        )
+        return None
+    if view is None:
+        err.print(
+            f"{agent} is not in the read models of schema {schema} (is the projector "
+            "running?): folding from the topics"
+        )
+    return view
+
+
+def view_from_topics(
+    settings: Settings, spec: AgentSpec, agent: str, *, run: str | None, limit: int
+) -> AgentView:
+    from agentstream.streams.serde import EventSerde, registry_client
+
+    serde = EventSerde(registry_client(settings.require_schema_registry_url()))
+    with tracking(err) as tracker:
+        history = read_history(
+            settings, serde, agent, on_progress=tracker.start(f"reading {agent}'s history", None)
+        )
+    if not history:
+        raise ConfigurationError(
+            f"no events of agent {agent!r} on the topics (prefix {settings.topic_prefix!r})",
+            hint="check the agent id and AGENTSTREAM_TOPIC_PREFIX",
+        )
+    return _view_of(history, spec, settings, run, limit)
+
+
+def _view_of(
+    history: AgentHistory, spec: AgentSpec, settings: Settings, run: str | None, limit: int
+) -> AgentView:
+    state = history.state(spec)
+    assert state is not None  # the history has inputs or outputs, so its agent was seen
+    items = [
+        TimelineItem(
+            r.event.envelope.occurred_at,
+            type(r.event).__name__,
+            r.event.envelope.run_id,
+            r.event.envelope.event_id,
+            r.event,
+            r.event.model_dump(mode="json"),
+        )
+        for r in history.timeline()
+        if run is None or r.event.envelope.run_id == run
+    ]
+    runs = [
+        RunView(
+            o.envelope.run_id or "",
+            "completed" if isinstance(o, RunCompleted) else "failed",
+            o.steps,
+            o.tool_calls,
+            o.usage.total,
+            o.started_at,
+            o.envelope.occurred_at,
+            o.output if isinstance(o, RunCompleted) else f"{o.error_class}: {o.reason}",
+        )
+        for o in {i.event.envelope.event_id: i.event for i in history.outputs}.values()
+        if isinstance(o, RunCompleted | RunFailed)
+    ]
+    active = state.run
+    if active is not None:
+        runs.append(
+            RunView(
+                active.run_id,
+                "running",
+                active.steps,
+                active.tool_calls,
+                active.usage.total,
+                active.started_at,
+                None,
+                None,
+            )
+        )
+    prefix = settings.topic_prefix
+    return AgentView(
+        source=f"the topics (prefix {prefix!r}, partition {history.partition}), folded by the "
+        "state machine",
+        agent_id=state.agent_id,
+        tenant_id=state.tenant_id,
+        status=state.status,
+        active_run_id=active.run_id if active else None,
+        runs_completed=state.runs_completed,
+        runs_failed=state.runs_failed,
+        prompt_tokens=state.usage.prompt_tokens,
+        completion_tokens=state.usage.completion_tokens,
+        updated_at=state.updated_at,
+        pending=[
+            f"{p.tool} ({p.call_id}): {p.status.replace('_', ' ')}" for p in active.pending_tools
+        ]
+        if active
+        else [],
+        queued_inputs=len(state.queue),
+        runs=[r for r in runs if run is None or r.run_id == run],
+        timeline=items[-limit:],
+        events=len(items),
+    )
+
+
+def _json(view: AgentView) -> dict[str, Any]:
+    data = asdict(view)
+    data["timeline"] = [
+        {k: v for k, v in asdict(item).items() if k != "event"} for item in view.timeline
+    ]
+    return data
+
+
+def _render(view: AgentView) -> None:
+    from agentstream.tools.harness.demo import describe
+
+    out.print(
+        f"[bold]{escape(view.agent_id)}[/bold] (tenant {escape(view.tenant_id)}) "
+        f"from {escape(view.source)}"
+    )
+    state = Table(show_header=False, box=None)
+    state.add_column(style="bold")
+    state.add_column()
+    state.add_row("status", view.status)
+    state.add_row("active run", view.active_run_id or "-")
+    if view.pending:
+        state.add_row("waiting for", escape("; ".join(view.pending)))
+    if view.queued_inputs:
+        state.add_row("queued inputs", str(view.queued_inputs))
+    state.add_row("runs", f"{view.runs_completed} completed, {view.runs_failed} failed")
+    state.add_row(
+        "tokens",
+        f"{view.prompt_tokens + view.completion_tokens} "
+        f"({view.prompt_tokens} prompt, {view.completion_tokens} completion)",
+    )
+    state.add_row("updated", view.updated_at.isoformat() if view.updated_at else "-")
+    out.print(state)
+    if view.runs:
+        runs = Table(title="runs")
+        for column in ("run", "status", "steps", "tools", "tokens", "started", "result"):
+            runs.add_column(column, overflow="fold")
+        for r in view.runs:
+            runs.add_row(
+                r.run_id[:8],
+                r.status,
+                str(r.steps),
+                str(r.tool_calls),
+                str(r.tokens),
+                f"{r.started_at:%Y-%m-%d %H:%M:%S}" if r.started_at else "-",
+                escape(r.result or ""),
+            )
+        out.print(runs)
+    shown = len(view.timeline)
+    title = (
+        f"timeline (last {shown} of {view.events} events)"
+        if shown < view.events
+        else (f"timeline ({shown} events)")
+    )
+    timeline = Table(title=title)
+    for column in ("time", "run", "event"):
+        timeline.add_column(column, overflow="fold")
+    for item in view.timeline:
+        timeline.add_row(
+            f"{item.occurred_at:%H:%M:%S.%f}"[:-3],
+            (item.run_id or "-")[:8],
+            escape(describe(item.event) if item.event is not None else item.type),
+        )
+    out.print(timeline)

@@ -1,0 +1,189 @@
+"""What a chaos or soak run sends: questions to the support agent, a person who decides every
+approval, and a few records that are meant for the DLQ."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import uuid
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Self
+
+from confluent_kafka import Consumer
+
+from agentstream.processors.control.approvals import decide
+from agentstream.schemas.events import AgentInput, ApprovalRequested, AvroRecord, Envelope
+from agentstream.streams.producer import AgentStreamProducer
+from agentstream.streams.runtime.settings import Settings
+from agentstream.streams.serde import DecodeError, EventSerde, registry_client
+from agentstream.streams.topics import (
+    APPROVAL_REQUESTS,
+    INPUTS,
+    MODEL_CALLS,
+    TOOL_CALLS,
+    TopicSpec,
+)
+
+#: What the demo's support agent is asked; one in three needs a refund approved by a person.
+QUESTIONS = (
+    "Where is my order o-1001?",
+    "Order o-1003 arrived broken, please refund it.",
+    "How do returns work?",
+    "Is o-1002 shipped yet?",
+    "Please refund o-1001, I changed my mind.",
+    "Hello, is anybody there?",
+)
+APPROVER = "chaos-approver"
+
+#: Which services dead-letter a bad record on each topic (the projector reads them all).
+DEAD_LETTERED_BY = {
+    INPUTS.name: frozenset({"processor", "projector"}),
+    TOOL_CALLS.name: frozenset({"tool_worker", "projector"}),
+    MODEL_CALLS.name: frozenset({"model_worker", "projector"}),
+}
+
+
+def questions(
+    agents: int, runs_per_agent: int, seed: int, prefix: str = "agent"
+) -> list[AgentInput]:
+    """One input per run; an agent's second input waits in its queue for the first run."""
+    rng = random.Random(seed)
+    found = []
+    for run in range(runs_per_agent):
+        for n in range(agents):
+            event_id = str(uuid.UUID(int=rng.getrandbits(128)))
+            envelope = Envelope(
+                event_id=event_id,
+                agent_id=f"{prefix}-{n:05d}",
+                tenant_id="chaos",
+                correlation_id=event_id,
+                occurred_at=datetime.now(UTC),
+                source="chaos",
+            )
+            found.append(AgentInput(envelope=envelope, text=QUESTIONS[(n + run) % len(QUESTIONS)]))
+    return found
+
+
+def stamped_now(event: AgentInput, at: datetime | None = None) -> AgentInput:
+    """The input as sent now (or at ``at``): the workers stamp results with their clock, and a
+    run's deadline counts from its input."""
+    envelope = event.envelope.model_copy(update={"occurred_at": at or datetime.now(UTC)})
+    return event.model_copy(update={"envelope": envelope})
+
+
+def denies(call_id: str) -> bool:
+    """The auto-approver denies one call in four, the same one every time it is asked."""
+    return hashlib.sha256(call_id.encode()).digest()[0] % 4 == 0
+
+
+class TopicFollower:
+    """A background thread that reads one topic from its beginning and hands each record it can
+    decode to ``handle``; ``stop`` re-raises what went wrong in the thread."""
+
+    def __init__(self, settings: Settings, topic: TopicSpec, name: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+
+    def handle(self, record: AvroRecord) -> None:
+        raise NotImplementedError
+
+    def opened(self) -> AbstractContextManager[object]:
+        """What the thread holds open while it reads (nothing by default)."""
+        return nullcontext()
+
+    def _run(self) -> None:
+        serde = EventSerde(registry_client(self.settings.require_schema_registry_url()))
+        consumer = Consumer(
+            {
+                **self.settings.kafka_config(),
+                "group.id": f"{self._thread.name}-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": 6000,
+            }
+        )
+        consumer.subscribe([self.settings.topic(self.topic.name)])
+        try:
+            with self.opened():
+                while not self._stop.is_set():
+                    for msg in consumer.consume(500, 0.2):
+                        if msg.error() is not None:
+                            continue
+                        try:
+                            record = serde.decode(msg.topic() or "", msg.value())
+                        except DecodeError:
+                            continue
+                        self.handle(record)
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+        finally:
+            consumer.close()
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:  # started
+            self._thread.join(30)
+        if self.error is not None:
+            raise self.error
+
+
+class AutoApprover(TopicFollower):
+    """Decides every approval request as it appears (a person who always answers at once)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, APPROVAL_REQUESTS, "auto-approver")
+        self.decided: set[str] = set()
+        self._producer: AgentStreamProducer | None = None
+
+    def opened(self) -> AgentStreamProducer:
+        self._producer = AgentStreamProducer(self.settings)
+        return self._producer
+
+    def handle(self, record: AvroRecord) -> None:
+        if not isinstance(record, ApprovalRequested) or self._producer is None:
+            return
+        if record.call_id in self.decided:
+            return  # a restored processor re-sent it; already decided
+        approve = not denies(record.call_id)
+        self._producer.send(decide(record, approve=approve, approver=APPROVER))
+        self.decided.add(record.call_id)
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record sent on purpose to a topic; each of its readers must dead-letter it."""
+
+    topic: str
+    partition: int
+    offset: int
+    readers: frozenset[str]
+
+
+def send_bad_records(
+    settings: Settings, producer: AgentStreamProducer, count: int
+) -> list[BadRecord]:
+    """Garbage bytes, a wrong magic byte and an unknown schema id, spread over the topics that
+    the processor, the workers and the projector read."""
+    values = (b"\x00\x00\x0f\x12\x06garbage", b"\x07not avro at all", b"\x00\x7f\xff\xff\xfe\x02")
+    topics = list(DEAD_LETTERED_BY)
+    sent = []
+    for n in range(count):
+        name = topics[n % len(topics)]
+        value = values[n % len(values)]
+        delivery = producer.produce_raw(
+            settings.topic(name), f"bad-{n:03d}".encode(), value
+        ).result(30)
+        sent.append(
+            BadRecord(delivery.topic, delivery.partition, delivery.offset, DEAD_LETTERED_BY[name])
+        )
+    return sent
