@@ -14,15 +14,12 @@ continues from there: nothing is skipped and nothing is applied twice.
 from __future__ import annotations
 
 import random
-import signal
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any, TypeVar
 
 import psycopg
@@ -39,6 +36,7 @@ from agentstream.streams.runtime import metrics
 from agentstream.streams.runtime.gc_tuning import collect_rarely
 from agentstream.streams.runtime.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.runtime.logs import get_logger
+from agentstream.streams.runtime.service import Service
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.topics import (
@@ -129,8 +127,10 @@ class _Retry(Exception):
     """Something outside the batch failed: rewind to the stored offsets, wait, try again."""
 
 
-class Projector:
+class Projector(Service):
     """One projector instance; several share the partitions through a consumer group."""
+
+    name = "projector"
 
     def __init__(
         self,
@@ -150,8 +150,8 @@ class Projector:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.backoff = backoff or Backoff()
+        super().__init__(Readiness(ASSIGNED, RESTORED, CAUGHT_UP))
         self.stats = ProjectorStats()
-        self.readiness = Readiness(ASSIGNED, RESTORED, CAUGHT_UP)
         serde = serde or EventSerde(registry_client(settings.require_schema_registry_url()))
         self._specs = projected_topics(settings)
         self._producer = AgentStreamProducer(settings, serde)
@@ -160,7 +160,6 @@ class Projector:
         # The writer thread owns the database connection; the main thread consumes meanwhile.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector-db")
         self._pending: Future[ApplyResult] | None = None
-        self._stop = threading.Event()
         #: the stored offset of each assigned partition: where its consumption continues
         self._expected: dict[Key, int] = {}
         #: partitions the group gave us that still wait for their stored offsets
@@ -180,16 +179,6 @@ class Projector:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        def handle(_signum: int, _frame: FrameType | None) -> None:
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
-
     def run(self, *, until: Callable[[], bool] | None = None) -> ProjectorStats:
         """Project batches until ``stop()`` (or SIGTERM), or until ``until()`` holds."""
         self._consumer.subscribe(
@@ -202,7 +191,7 @@ class Projector:
             "projector_started", group=self.group_id, schema=self.schema, topics=list(self._specs)
         )
         try:
-            while not self._stop.is_set() and not (until and until()):
+            while not self.stop_requested and not (until and until()):
                 try:
                     self._step()
                 except _Retry as exc:
@@ -389,7 +378,7 @@ class Projector:
             attempt=self.backoff.attempts,
             retry_in_s=round(delay, 2),
         )
-        self._stop.wait(delay)
+        self.wait(delay)
 
     def _run_db(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` on the writer thread, the database connection's only user."""

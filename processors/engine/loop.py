@@ -16,18 +16,14 @@ before the request the restored state knows of. Correctness never depends on tra
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import itertools
 import os
-import signal
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 
 from confluent_kafka import (
@@ -58,6 +54,7 @@ from agentstream.streams.producer import Headers, message_headers, record_key
 from agentstream.streams.runtime import metrics, tracing
 from agentstream.streams.runtime.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.runtime.logs import get_logger
+from agentstream.streams.runtime.service import STOP_TIMEOUT_S, Service
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde
 from agentstream.streams.topics import (
@@ -74,10 +71,6 @@ log = get_logger(__name__)
 
 #: Topics the processor consumes: everything that can advance an agent.
 PROCESSOR_INPUTS = (INPUTS, MODEL_RESULTS, TOOL_RESULTS, APPROVAL_DECISIONS)
-#: how long a processor asked to stop may take to finish its batch, leave its group and flush
-STOP_TIMEOUT_S = 20.0
-#: the exit status of a processor that had to give up on a clean stop (EX_TEMPFAIL)
-EXIT_STOP_TIMED_OUT = 75
 
 
 def _is_fatal(exc: BaseException) -> bool:
@@ -85,13 +78,6 @@ def _is_fatal(exc: BaseException) -> bool:
     end the process; everything else is retried from the log."""
     error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
     return isinstance(error, KafkaError) and error.fatal()
-
-
-def _abandon_stop() -> None:
-    # Where it hung goes to stderr (the service's log) so a hang explains itself.
-    log.error("processor_stop_timed_out", seconds=STOP_TIMEOUT_S)
-    faulthandler.dump_traceback(all_threads=True)
-    os._exit(EXIT_STOP_TIMED_OUT)
 
 
 SpecResolver = Callable[[str], AgentSpec]
@@ -124,8 +110,10 @@ class _Batch:
     produced: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
-class ProcessorEngine:
+class ProcessorEngine(Service):
     """One processor instance; several share the partitions through a consumer group."""
+
+    name = "processor"
 
     def __init__(
         self,
@@ -145,10 +133,9 @@ class ProcessorEngine:
         self.group_id = group_id
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
+        super().__init__(Readiness(ASSIGNED, RESTORED, CAUGHT_UP))
         self.stats = EngineStats()
-        self.readiness = Readiness(ASSIGNED, RESTORED, CAUGHT_UP)
         self._traces = tracing.TraceMemory()
-        self._stop = threading.Event()
         self._states: dict[int, dict[str, AgentState]] = {}
         self._input_topics = [settings.topic(t.name) for t in PROCESSOR_INPUTS]
         # What each input topic may carry: a result on the inputs topic (say) is dead-lettered
@@ -216,28 +203,6 @@ class ProcessorEngine:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Finish the current batch, then close."""
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the processor; a process that has not stopped
-        ``STOP_TIMEOUT_S`` later exits anyway."""
-
-        def handle(_signum: int, _frame: FrameType | None) -> None:
-            if self._stop.is_set():
-                return
-            self.stop()
-            # librdkafka can block for good in a flush or in close (seen: an orphaned
-            # processor stuck in the revoke callback for an hour). Exiting without a clean
-            # close is as safe as a crash, which the changelog protocol covers.
-            watchdog = threading.Timer(STOP_TIMEOUT_S, _abandon_stop)
-            watchdog.daemon = True
-            watchdog.start()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
-
     def run(self, *, until: Callable[[], bool] | None = None) -> EngineStats:
         """Process batches until ``stop()`` (or SIGTERM), or until ``until()`` holds."""
         self._consumer.subscribe(
@@ -248,7 +213,7 @@ class ProcessorEngine:
         )
         log.info("processor_started", group=self.group_id, topics=self._input_topics)
         try:
-            while not self._stop.is_set() and not (until and until()):
+            while not self.stop_requested and not (until and until()):
                 try:
                     self.process_batch()
                 except (KafkaException, DeliveryError) as exc:
@@ -269,7 +234,7 @@ class ProcessorEngine:
         log.warning("batch_failed", error=str(failure), transactional=self.transactional)
         self.readiness.set(RESTORED, False)
         for attempt in itertools.count(1):
-            if self._stop.is_set():
+            if self.stop_requested:
                 return
             try:
                 self._reset_to_log()
@@ -278,7 +243,7 @@ class ProcessorEngine:
                     raise
                 pause = min(0.25 * 2**attempt, 5.0)
                 log.warning("recovery_retry", attempt=attempt, error=str(exc), pause_s=pause)
-                self._stop.wait(pause)
+                self.wait(pause)
                 continue
             log.info("batch_recovered", attempts=attempt)
             self.readiness.set(RESTORED)

@@ -16,12 +16,9 @@ which librdkafka's end-of-partition events give directly.
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import FrameType
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
@@ -40,6 +37,7 @@ from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.runtime import metrics
 from agentstream.streams.runtime.health import ASSIGNED, CAUGHT_UP, Readiness
 from agentstream.streams.runtime.logs import get_logger
+from agentstream.streams.runtime.service import Service
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
 from agentstream.streams.topics import APPROVAL_DECISIONS, APPROVAL_REQUESTS, OUTCOMES
@@ -66,7 +64,9 @@ class TimerStats:
     assignments: int = 0
 
 
-class ApprovalTimer:
+class ApprovalTimer(Service):
+    name = "timer"
+
     def __init__(
         self,
         settings: Settings,
@@ -79,27 +79,16 @@ class ApprovalTimer:
         self.settings = settings
         self.group_id = group_id
         self.serde = serde or EventSerde(registry_client(settings.require_schema_registry_url()))
-        self.stats = TimerStats()
         # Caught up: every assigned partition replayed to its end on all three topics.
-        self.readiness = Readiness(ASSIGNED, CAUGHT_UP)
+        super().__init__(Readiness(ASSIGNED, CAUGHT_UP))
+        self.stats = TimerStats()
         self._tick_s = tick_s
         self._clock = clock
-        self._stop = threading.Event()
         self._topics = [
             settings.topic(t.name) for t in (APPROVAL_REQUESTS, APPROVAL_DECISIONS, OUTCOMES)
         ]
         self._partitions: dict[int, _Partition] = {}
         self._started_logged = False
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        def handle(_signum: int, _frame: FrameType | None) -> None:
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
 
     def run(self) -> TimerStats:
         consumer = Consumer(
@@ -117,7 +106,7 @@ class ApprovalTimer:
         )
         with AgentStreamProducer(self.settings, self.serde) as producer:
             try:
-                while not self._stop.is_set():
+                while not self.stop_requested:
                     for msg in consumer.consume(500, self._tick_s):
                         self._read(msg)
                     self._fire(producer)

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from agentstream.processors.workers.faust_config import (
@@ -37,6 +35,7 @@ from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.runtime import metrics, tracing
 from agentstream.streams.runtime.health import ASSIGNED, Readiness
 from agentstream.streams.runtime.logs import bind_context, get_logger
+from agentstream.streams.runtime.service import STOP_TIMEOUT_S, Service
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
 from agentstream.streams.topics import DLQ, TopicSpec, topic_for
@@ -57,7 +56,7 @@ class WorkerStats:
     failed: bool = False
 
 
-class FaustCallWorker:
+class FaustCallWorker(Service):
     """Consumes ``requests`` (records of ``request_type``) and sends what ``handle`` returns."""
 
     def __init__(
@@ -83,9 +82,10 @@ class FaustCallWorker:
         self.request_type = request_type
         self.concurrency = concurrency
         self.serde = serde or EventSerde(registry_client(settings.require_schema_registry_url()))
+        # Stateless: ready once it holds partitions (lag is not exported for workers yet). Its
+        # stop waits for the calls in flight first.
+        super().__init__(Readiness(ASSIGNED), stop_timeout_s=drain_timeout_s + STOP_TIMEOUT_S)
         self.stats = WorkerStats()
-        # Stateless: ready once it holds partitions (lag is not exported for workers yet).
-        self.readiness = Readiness(ASSIGNED)
         self._handle = handle
         self._instance_id = instance_id
         self._drain_timeout_s = drain_timeout_s
@@ -96,7 +96,6 @@ class FaustCallWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
-        self._stop_requested = False
         self._draining = False
         self._app: Any = None
         self._idempotent = False
@@ -111,25 +110,16 @@ class FaustCallWorker:
         asyncio.run(self._main())
         return self.stats
 
-    def stop(self) -> None:
-        """Safe from signal handlers and other threads."""
-        self._stop_requested = True
+    def _wake(self) -> None:
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None and not loop.is_closed():
             loop.call_soon_threadsafe(stopping.set)
-
-    def install_signal_handlers(self) -> None:
-        def handle(_signum: int, _frame: FrameType | None) -> None:
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(self.concurrency)
-        if self._stop_requested:
+        if self.stop_requested:
             return
         self._idempotent = idempotent = await idempotence_granted(self.settings)
         app = self._app = worker_app(

@@ -17,7 +17,7 @@ from agentstream.processors.workers.model_adapters import ModelAdapter, ModelReq
 from agentstream.processors.workers.ratelimit import TokenBucket
 from agentstream.processors.workers.results import result_envelope
 from agentstream.processors.workers.retry import (
-    backoff_delay,
+    attempt_with_retry,
     error_class,
     error_message,
     is_retryable,
@@ -81,46 +81,36 @@ class ModelExecutor:
             return self._failed(
                 event, _Target(event.provider, event.model, False), 0, missing, started
             )
-        attempts = 0
-        last: BaseException | None = None
-        tried = targets[0]
-        while attempts < self.retry.max_attempts:
-            target = self._choose(targets)
-            if target is None:
-                last = CircuitOpenError(
-                    f"the circuit breaker of {'every provider' if len(targets) > 1 else 'provider'}"
-                    f" {', '.join(t.provider for t in targets)} is open"
-                    + (f"; last error: {error_class(last)}: {last}" if last else "")
-                )
-                break
-            tried = target
-            attempts += 1
-            breaker = self.breakers.get(target.provider)
-            try:
-                response = await self._attempt(target, request)
-            except asyncio.CancelledError:
-                breaker.release()
-                raise
-            except Exception as exc:
-                breaker.record_failure()
-                last = exc
-                log.info(
-                    "model_attempt_failed",
-                    provider=target.provider,
-                    model=target.model,
-                    call_id=event.call_id,
-                    attempt=attempts,
-                    error_class=error_class(exc),
-                    retryable=is_retryable(exc),
-                )
-                if not is_retryable(exc) or attempts >= self.retry.max_attempts:
-                    break
-                await asyncio.sleep(backoff_delay(self.retry, attempts, self._rng))
-                continue
-            breaker.record_success()
-            return self._completed(event, target, response, attempts, started)
-        assert last is not None
-        return self._failed(event, tried, attempts, last, started)
+
+        def failed(target: _Target, attempt: int, exc: BaseException) -> None:
+            log.info(
+                "model_attempt_failed",
+                provider=target.provider,
+                model=target.model,
+                call_id=event.call_id,
+                attempt=attempt,
+                error_class=error_class(exc),
+                retryable=is_retryable(exc),
+            )
+
+        every = "every provider" if len(targets) > 1 else "provider"
+        ended = await attempt_with_retry(
+            lambda target, _attempt: self._attempt(target, request),
+            choose=lambda: self._choose(targets),
+            breaker=lambda target: self.breakers.get(target.provider),
+            policy=self.retry,
+            max_attempts=self.retry.max_attempts,
+            first=targets[0],
+            rng=self._rng,
+            closed=lambda: (
+                f"the circuit breaker of {every} {', '.join(t.provider for t in targets)} is open"
+            ),
+            on_failure=failed,
+        )
+        if ended.error is not None:
+            return self._failed(event, ended.target, ended.attempts, ended.error, started)
+        assert ended.value is not None  # returned without an error: the adapter's response
+        return self._completed(event, ended.target, ended.value, ended.attempts, started)
 
     def _choose(self, targets: list[_Target]) -> _Target | None:
         """The primary while its breaker lets calls through, else the fallback."""

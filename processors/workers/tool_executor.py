@@ -18,11 +18,12 @@ from typing import Any
 
 from agentstream.processors.core.ids import arguments_hash, canonical_json
 from agentstream.processors.core.spec import AgentSpec, ToolSpec
-from agentstream.processors.errors import CallTimeoutError, CircuitOpenError, WorkerError
+from agentstream.processors.errors import CallTimeoutError, WorkerError
 from agentstream.processors.workers.breaker import BreakerRegistry
 from agentstream.processors.workers.results import result_envelope
 from agentstream.processors.workers.retry import (
-    backoff_delay,
+    Attempted,
+    attempt_with_retry,
     error_class,
     error_message,
     is_retryable,
@@ -120,41 +121,34 @@ class ToolExecutor:
         except _Unusable as exc:
             return self._failed(request, 0, exc, started)
         breaker = self.breakers.get(tool.name)
-        attempts = 0
-        last: BaseException | None = None
-        while attempts < request.max_attempts:
-            if not breaker.allow():
-                last = CircuitOpenError(
-                    f"the circuit breaker of tool {tool.name} is open "
-                    f"(retry in {breaker.retry_after():.1f}s)"
-                    + (f"; last error: {error_class(last)}: {last}" if last else "")
-                )
-                break
-            attempts += 1
-            try:
-                value = await self._attempt(tool, arguments, request, attempts)
-            except asyncio.CancelledError:
-                breaker.release()
-                raise
-            except Exception as exc:
-                breaker.record_failure()
-                last = exc
-                log.info(
-                    "tool_attempt_failed",
-                    tool=tool.name,
-                    call_id=request.call_id,
-                    attempt=attempts,
-                    error_class=error_class(exc),
-                    retryable=is_retryable(exc),
-                )
-                if not is_retryable(exc) or attempts >= request.max_attempts:
-                    break
-                await asyncio.sleep(backoff_delay(tool.retry, attempts, self._rng))
-                continue
-            breaker.record_success()
-            return self._completed(request, value, attempts, started)
-        assert last is not None
-        return self._failed(request, attempts, last, started)
+
+        def failed(_tool: ToolSpec, attempt: int, exc: BaseException) -> None:
+            log.info(
+                "tool_attempt_failed",
+                tool=tool.name,
+                call_id=request.call_id,
+                attempt=attempt,
+                error_class=error_class(exc),
+                retryable=is_retryable(exc),
+            )
+
+        ended: Attempted[Any, ToolSpec] = await attempt_with_retry(
+            lambda target, attempt: self._attempt(target, arguments, request, attempt),
+            choose=lambda: tool if breaker.allow() else None,
+            breaker=lambda _tool: breaker,
+            policy=tool.retry,
+            max_attempts=request.max_attempts,
+            first=tool,
+            rng=self._rng,
+            closed=lambda: (
+                f"the circuit breaker of tool {tool.name} is open "
+                f"(retry in {breaker.retry_after():.1f}s)"
+            ),
+            on_failure=failed,
+        )
+        if ended.error is not None:
+            return self._failed(request, ended.attempts, ended.error, started)
+        return self._completed(request, ended.value, ended.attempts, started)
 
     def _prepare(self, request: ToolCallRequested) -> tuple[ToolSpec, dict[str, Any]]:
         tool = self.tools.get(request.tool)
