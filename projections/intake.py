@@ -16,6 +16,7 @@ from confluent_kafka import Message
 from agentstream.projections.audit import SourcedEvent
 from agentstream.projections.writer import Batch, Unwritable
 from agentstream.schemas.events import Event
+from agentstream.schemas.reasons import DeadLetterReason
 from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.producer import message_headers
@@ -70,7 +71,7 @@ class Intake:
         except Refused as rejected:
             self._send(msg, rejected.error_class, str(rejected), rejected.event)
         except ValueError as exc:  # the event cannot be serialized to JSON
-            self._send(msg, "unwritable", f"{type(exc).__name__}: {exc}", event)
+            self._send(msg, DeadLetterReason.UNWRITABLE, f"{type(exc).__name__}: {exc}", event)
         return None
 
     def _decode(self, msg: Message, topic: str) -> Event:
@@ -88,9 +89,11 @@ class Intake:
             msg = prepared.messages.get((event.topic, event.partition, event.offset))
             if msg is not None:
                 reason = f"PostgreSQL refused the row ({item.error_class}): {item.reason}"
-                self._send(msg, "unwritable", reason, event.event)
+                self._send(msg, DeadLetterReason.UNWRITABLE, reason, event.event)
 
-    def _send(self, msg: Message, error_class: str, reason: str, event: Event | None) -> None:
+    def _send(
+        self, msg: Message, error_class: DeadLetterReason, reason: str, event: Event | None
+    ) -> None:
         log.warning(
             "dead_letter",
             topic=msg.topic(),

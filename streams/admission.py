@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from agentstream.schemas.errors import AgentStreamError
 from agentstream.schemas.events import AvroRecord, Event
+from agentstream.schemas.reasons import DeadLetterReason
 
 
 class Refused(AgentStreamError):
     """A record to dead-letter: ``error_class`` is the stable kind, the message the reason.
     ``event`` is the decoded event when there is one, for the dead letter's ids."""
 
-    def __init__(self, error_class: str, reason: str, event: Event | None = None) -> None:
+    def __init__(
+        self, error_class: DeadLetterReason, reason: str, event: Event | None = None
+    ) -> None:
         super().__init__(reason)
         self.error_class = error_class
         self.event = event
@@ -29,15 +32,27 @@ def check_placement(
     agent event, ``key`` is its agent_id."""
     event = record if isinstance(record, Event) else None
     if not isinstance(record, carried):
-        raise Refused("wrong_topic", f"{type(record).__name__} does not belong on {topic}", event)
+        raise Refused(
+            DeadLetterReason.WRONG_TOPIC,
+            f"{type(record).__name__} does not belong on {topic}",
+            event,
+        )
     if event is None:
         return
     agent_id = event.envelope.agent_id
     if not key:
-        raise Refused("missing_key", f"agent events are keyed by agent_id ({agent_id!r})", event)
+        raise Refused(
+            DeadLetterReason.MISSING_KEY,
+            f"agent events are keyed by agent_id ({agent_id!r})",
+            event,
+        )
     if key != agent_id.encode():
         try:
             text = key.decode("utf-8")
         except UnicodeDecodeError:
-            raise Refused("invalid_key", "the key is not UTF-8 text", event) from None
-        raise Refused("key_mismatch", f"key {text!r} is not the agent_id {agent_id!r}", event)
+            raise Refused(
+                DeadLetterReason.INVALID_KEY, "the key is not UTF-8 text", event
+            ) from None
+        raise Refused(
+            DeadLetterReason.KEY_MISMATCH, f"key {text!r} is not the agent_id {agent_id!r}", event
+        )

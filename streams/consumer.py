@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from agentstream.schemas.errors import ServiceUnavailableError
 from agentstream.schemas.events import AvroRecord
+from agentstream.schemas.reasons import DeadLetterReason
 from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.producer import Headers, message_headers
@@ -193,4 +194,4 @@ def _text_key(raw: bytes | str | None) -> str | None:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise Refused("invalid_key", "the key is not UTF-8 text") from None
+        raise Refused(DeadLetterReason.INVALID_KEY, "the key is not UTF-8 text") from None

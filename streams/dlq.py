@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from agentstream.schemas.events import DeadLetter, Event, RecordHeader
+from agentstream.schemas.reasons import DeadLetterReason
 from agentstream.streams.producer import AgentStreamProducer, Delivery, Headers, wait_delivery
 from agentstream.streams.runtime import metrics
 from agentstream.streams.topics import DLQ
@@ -51,7 +52,7 @@ def letter(
     value: bytes | None,
     headers: Iterable[tuple[str, bytes | None]] | None,
     reason: str,
-    error_class: str,
+    error_class: DeadLetterReason,
     source: str,
     event: Event | None = None,
 ) -> DeadLetter:
@@ -106,7 +107,7 @@ class DeadLetterSink:
         value: bytes | None,
         headers: Headers | None,
         reason: str,
-        error_class: str,
+        error_class: DeadLetterReason,
         event: Event | None = None,
     ) -> Delivery:
         dead = letter(

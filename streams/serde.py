@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from agentstream.schemas.contract import avro_schema, avro_schema_str
 from agentstream.schemas.errors import SerializationError, ServiceUnavailableError
 from agentstream.schemas.events import RECORD_TYPES, AvroRecord
+from agentstream.schemas.reasons import DeadLetterReason
 
 MAGIC_BYTE = 0
 _FRAME = struct.Struct(">bI")
@@ -36,7 +37,7 @@ _FRAME = struct.Struct(">bI")
 class DecodeError(SerializationError):
     """A record's bytes are not a valid agentstream event; ``error_class`` says which way."""
 
-    def __init__(self, error_class: str, message: str) -> None:
+    def __init__(self, error_class: DeadLetterReason, message: str) -> None:
         super().__init__(message)
         self.error_class = error_class
 
@@ -52,10 +53,14 @@ def _to_dict(record: AvroRecord, _ctx: SerializationContext) -> dict[str, Any]:
 def schema_id_of(data: bytes) -> int:
     """The schema id in a Confluent-framed value; DecodeError if it is not framed."""
     if len(data) < _FRAME.size + 1:
-        raise DecodeError("truncated", f"{len(data)} bytes is too short for a framed Avro value")
+        raise DecodeError(
+            DeadLetterReason.TRUNCATED, f"{len(data)} bytes is too short for a framed Avro value"
+        )
     magic, schema_id = _FRAME.unpack_from(data)
     if magic != MAGIC_BYTE:
-        raise DecodeError("wrong_magic_byte", f"magic byte {magic}, expected {MAGIC_BYTE}")
+        raise DecodeError(
+            DeadLetterReason.WRONG_MAGIC_BYTE, f"magic byte {magic}, expected {MAGIC_BYTE}"
+        )
     return int(schema_id)
 
 
@@ -104,7 +109,7 @@ class EventSerde:
     def decode(self, topic: str, data: bytes | None) -> AvroRecord:
         """The record in ``data``; DecodeError (with an error_class) for anything else."""
         if data is None:
-            raise DecodeError("missing_value", "the record has no value (tombstone)")
+            raise DecodeError(DeadLetterReason.MISSING_VALUE, "the record has no value (tombstone)")
         record_type = self.record_type_of(data)
         schemas = self._resolution.get(schema_id_of(data))
         try:
@@ -120,18 +125,18 @@ class EventSerde:
                 payload = io.BytesIO(memoryview(data)[_FRAME.size :])
                 decoded = schemaless_reader(payload, writer, reader)
                 if not isinstance(decoded, dict):
-                    raise DecodeError("undecodable", "the value is not a record")
+                    raise DecodeError(DeadLetterReason.UNDECODABLE, "the value is not a record")
                 record = record_type.from_avro(decoded)
         except ValidationError as exc:
-            raise DecodeError("invalid_event", _first_error(exc)) from exc
+            raise DecodeError(DeadLetterReason.INVALID_EVENT, _first_error(exc)) from exc
         except SchemaRegistryError as exc:
             raise _registry_failure(exc) from exc
         except DecodeError:
             raise
         except Exception as exc:  # fastavro raises bare EOFError/ValueError/... on bad bytes
-            raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}") from exc
+            raise DecodeError(DeadLetterReason.UNDECODABLE, f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(record, record_type):
-            raise DecodeError("undecodable", "the value decoded to nothing")
+            raise DecodeError(DeadLetterReason.UNDECODABLE, "the value decoded to nothing")
         return record
 
     def record_type_of(self, data: bytes) -> type[AvroRecord]:
@@ -144,17 +149,21 @@ class EventSerde:
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 raise DecodeError(
-                    "unknown_schema_id", f"schema id {schema_id} is not registered"
+                    DeadLetterReason.UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not registered"
                 ) from exc
             raise _registry_failure(exc) from exc
         try:
             parsed = json.loads(schema.schema_str or "")
             name = f"{parsed.get('namespace', '')}.{parsed['name']}".lstrip(".")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise DecodeError("unknown_record_type", f"schema {schema_id} is not a record") from exc
+            raise DecodeError(
+                DeadLetterReason.UNKNOWN_RECORD_TYPE, f"schema {schema_id} is not a record"
+            ) from exc
         record_type = RECORD_TYPES.get(name)
         if record_type is None:
-            raise DecodeError("unknown_record_type", f"schema {schema_id} is {name}, not ours")
+            raise DecodeError(
+                DeadLetterReason.UNKNOWN_RECORD_TYPE, f"schema {schema_id} is {name}, not ours"
+            )
         self._types_by_id[schema_id] = record_type
         return record_type
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from agentstream.processors.core.ids import arguments_hash, derived_id
 from agentstream.processors.core.spec import AgentSpec
@@ -41,30 +41,46 @@ from agentstream.schemas.events import (
     ToolCallFailed,
     ToolCallRequested,
 )
+from agentstream.schemas.reasons import DeadLetterReason, RunFailure
 
 SOURCE = "processor"
 
 
 @dataclass(frozen=True)
-class Rejection:
-    """Why an event was not applied; the engine dead-letters it with this reason."""
+class Applied:
+    """The event advanced the agent: its new state, and what it asks of the world."""
 
-    error_class: str
-    reason: str
+    state: AgentState
+    emits: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True)
-class Decision:
+class Duplicate:
+    """The event was applied before: the state is unchanged and nothing is emitted again."""
+
     state: AgentState
-    emits: tuple[Event, ...] = ()
-    rejection: Rejection | None = None
-    duplicate: bool = False
+    emits: ClassVar[tuple[Event, ...]] = ()
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The event does not fit the agent's state; the engine dead-letters it with this reason."""
+
+    state: AgentState
+    error_class: DeadLetterReason
+    reason: str
+    emits: ClassVar[tuple[Event, ...]] = ()
+
+
+#: What ``transition`` decided; every case carries the state to continue from and its emits.
+Decision = Applied | Duplicate | Rejected
 
 
 class _Rejected(Exception):
-    def __init__(self, error_class: str, reason: str) -> None:
+    def __init__(self, error_class: DeadLetterReason, reason: str) -> None:
         super().__init__(reason)
-        self.rejection = Rejection(error_class, reason)
+        self.error_class = error_class
+        self.reason = reason
 
 
 @dataclass
@@ -100,21 +116,19 @@ def transition(state: AgentState | None, event: Event, spec: AgentSpec) -> Decis
     if state is None:
         state = AgentState.new(envelope.agent_id, envelope.tenant_id)
     if state.has_applied(envelope.event_id):
-        return Decision(state, duplicate=True)
+        return Duplicate(state)
     if envelope.agent_id != state.agent_id or envelope.tenant_id != state.tenant_id:
-        return Decision(
+        return Rejected(
             state,
-            rejection=Rejection(
-                "wrong_agent",
-                f"event for {envelope.tenant_id}/{envelope.agent_id} applied to "
-                f"{state.tenant_id}/{state.agent_id}",
-            ),
+            DeadLetterReason.WRONG_AGENT,
+            f"event for {envelope.tenant_id}/{envelope.agent_id} applied to "
+            f"{state.tenant_id}/{state.agent_id}",
         )
     step = _Step(event, spec)
     try:
         new_state = _apply(state, event, step)
     except _Rejected as rejected:
-        return Decision(state, rejection=rejected.rejection)
+        return Rejected(state, rejected.error_class, rejected.reason)
     recent = (*new_state.recent_event_ids, envelope.event_id)[-DEDUPE_WINDOW:]
     new_state = evolve(
         new_state,
@@ -123,7 +137,7 @@ def transition(state: AgentState | None, event: Event, spec: AgentSpec) -> Decis
         last_event_id=envelope.event_id,
         updated_at=envelope.occurred_at,
     )
-    return Decision(new_state, tuple(step.emits))
+    return Applied(new_state, tuple(step.emits))
 
 
 def fold(
@@ -142,15 +156,19 @@ def _apply(state: AgentState, event: Event, step: _Step) -> AgentState:
     if isinstance(
         event, RunCompleted | RunFailed | ModelCallRequested | ToolCallRequested | ApprovalRequested
     ):
-        raise _Rejected("not_an_input", f"{type(event).__name__} is an output of the processor")
+        raise _Rejected(
+            DeadLetterReason.NOT_AN_INPUT, f"{type(event).__name__} is an output of the processor"
+        )
     if run is None or event.envelope.run_id not in (None, run.run_id):
-        raise _Rejected("unknown_run", f"no active run {event.envelope.run_id} for this agent")
+        raise _Rejected(
+            DeadLetterReason.UNKNOWN_RUN, f"no active run {event.envelope.run_id} for this agent"
+        )
     if event.envelope.occurred_at > run.deadline_at:
         return _fail_run(
             state,
             run,
             step,
-            "deadline_exceeded",
+            RunFailure.DEADLINE_EXCEEDED,
             f"the run passed its deadline {run.deadline_at.isoformat()}",
         )
     if isinstance(event, ModelCallCompleted):
@@ -161,7 +179,7 @@ def _apply(state: AgentState, event: Event, step: _Step) -> AgentState:
             state,
             run,
             step,
-            "model_failed",
+            RunFailure.MODEL_FAILED,
             f"model call failed after {event.attempts} attempt(s): "
             f"{event.error_class}: {event.error_message}",
         )
@@ -170,7 +188,8 @@ def _apply(state: AgentState, event: Event, step: _Step) -> AgentState:
     if isinstance(event, ApprovalGranted | ApprovalDenied | ApprovalExpired):
         return _on_approval(state, run, event, step)
     raise _Rejected(
-        "unsupported_event", f"the state machine does not handle {type(event).__name__}"
+        DeadLetterReason.UNSUPPORTED_EVENT,
+        f"the state machine does not handle {type(event).__name__}",
     )
 
 
@@ -184,7 +203,7 @@ def _on_input(state: AgentState, event: AgentInput, step: _Step) -> AgentState:
             state,
             run,
             step,
-            "deadline_exceeded",
+            RunFailure.DEADLINE_EXCEEDED,
             f"the run passed its deadline {run.deadline_at.isoformat()}",
         )
     if state.run is not None:
@@ -222,7 +241,7 @@ def _request_model(state: AgentState, run: RunState, step: _Step) -> AgentState:
             state,
             run,
             step,
-            "budget_exceeded",
+            RunFailure.BUDGET_EXCEEDED,
             f"max_steps: the run used all {spec.budgets.max_steps} model steps",
         )
     call_id = step.new_call_id()
@@ -248,7 +267,11 @@ def _request_model(state: AgentState, run: RunState, step: _Step) -> AgentState:
 
 def _check_model_call(run: RunState, call_id: str) -> None:
     if run.pending_model_call != call_id:
-        kind = "finished_call" if call_id in run.finished_calls else "unknown_call"
+        kind = (
+            DeadLetterReason.FINISHED_CALL
+            if call_id in run.finished_calls
+            else DeadLetterReason.UNKNOWN_CALL
+        )
         raise _Rejected(kind, f"model call {call_id} is not pending in run {run.run_id}")
 
 
@@ -281,7 +304,7 @@ def _on_model_completed(
             state,
             run,
             step,
-            "budget_exceeded",
+            RunFailure.BUDGET_EXCEEDED,
             f"max_tokens: the run used {run.usage.total} of {budgets.max_tokens}",
         )
     if not event.tool_calls:
@@ -291,7 +314,7 @@ def _on_model_completed(
             state,
             run,
             step,
-            "budget_exceeded",
+            RunFailure.BUDGET_EXCEEDED,
             f"max_tool_calls: {run.tool_calls + len(event.tool_calls)} calls would "
             f"exceed {budgets.max_tool_calls}",
         )
@@ -416,11 +439,11 @@ def _on_tool_result(
     pending = run.pending_tool(event.call_id)
     if pending is None or pending.status != "requested":
         if event.call_id in run.finished_calls:
-            kind = "finished_call"
+            kind = DeadLetterReason.FINISHED_CALL
         elif pending is not None:
-            kind = "not_requested"
+            kind = DeadLetterReason.NOT_REQUESTED
         else:
-            kind = "unknown_call"
+            kind = DeadLetterReason.UNKNOWN_CALL
         raise _Rejected(kind, f"tool call {event.call_id} is not awaiting a result")
     if isinstance(event, ToolCallCompleted):
         message = _tool_message(pending.tool_call_id, pending.tool, event.result_json)
@@ -431,7 +454,7 @@ def _on_tool_result(
             state,
             run,
             step,
-            "tool_failed",
+            RunFailure.TOOL_FAILED,
             f"tool {pending.tool} failed after {event.attempts} attempt(s): "
             f"{event.error_class}: {event.error_message}",
         )
@@ -450,12 +473,12 @@ def _on_approval(
     pending = run.pending_tool(event.call_id)
     if pending is None or pending.status != "awaiting_approval":
         raise _Rejected(
-            "approval_not_pending",
+            DeadLetterReason.APPROVAL_NOT_PENDING,
             f"call {event.call_id} has no pending approval (decided, or unknown)",
         )
     if event.arguments_hash != pending.arguments_hash:
         raise _Rejected(
-            "approval_hash_mismatch",
+            DeadLetterReason.APPROVAL_HASH_MISMATCH,
             f"decision for arguments {event.arguments_hash[:12]}…, but the call's "
             f"arguments hash to {pending.arguments_hash[:12]}…",
         )
@@ -463,13 +486,18 @@ def _on_approval(
     occurred = event.envelope.occurred_at
     if isinstance(event, ApprovalExpired):
         if expires is not None and occurred < expires:
-            raise _Rejected("approval_not_expired", f"expiry before the deadline {expires}")
+            raise _Rejected(
+                DeadLetterReason.APPROVAL_NOT_EXPIRED, f"expiry before the deadline {expires}"
+            )
         expired = {"error": "approval expired", "expired_at": occurred.isoformat()}
         return _resolve(
             state, run, pending, _tool_message(pending.tool_call_id, pending.tool, expired), step
         )
     if expires is not None and occurred > expires:
-        raise _Rejected("approval_expired", f"decision at {occurred}, after the deadline {expires}")
+        raise _Rejected(
+            DeadLetterReason.APPROVAL_EXPIRED,
+            f"decision at {occurred}, after the deadline {expires}",
+        )
     if isinstance(event, ApprovalDenied):
         denied = {
             "error": "denied by approver",
@@ -496,7 +524,7 @@ def _complete_run(state: AgentState, run: RunState, step: _Step, output: str) ->
 
 
 def _fail_run(
-    state: AgentState, run: RunState, step: _Step, error_class: str, reason: str
+    state: AgentState, run: RunState, step: _Step, error_class: RunFailure, reason: str
 ) -> AgentState:
     step.emits.append(
         RunFailed(**_run_totals(state, run, step), reason=reason, error_class=error_class)

@@ -35,7 +35,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from agentstream.processors.core.machine import transition
+from agentstream.processors.core.machine import Duplicate, Rejected, transition
 from agentstream.processors.core.spec import AgentSpec
 from agentstream.processors.core.state import AgentState
 from agentstream.processors.engine.restore import KeptStates, committed_offsets, read_changelog
@@ -46,6 +46,7 @@ from agentstream.schemas.events import (
     Event,
     OutboxRecord,
 )
+from agentstream.schemas.reasons import DeadLetterReason
 from agentstream.streams import dlq
 from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.consumer import group_config
@@ -443,13 +444,11 @@ class ProcessorEngine(Service):
         agent_id = event.envelope.agent_id
         states = self._states.setdefault(partition, {})
         decision = transition(states.get(agent_id), event, self._spec_for(agent_id))
-        if decision.duplicate:
+        if isinstance(decision, Duplicate):
             self.stats.duplicates += 1
             return
-        if decision.rejection is not None:
-            self._dead_letter(
-                batch, msg, decision.rejection.error_class, decision.rejection.reason, event
-            )
+        if isinstance(decision, Rejected):
+            self._dead_letter(batch, msg, decision.error_class, decision.reason, event)
             return
         self.stats.applied += 1
         states[agent_id] = decision.state
@@ -530,7 +529,7 @@ class ProcessorEngine(Service):
         self,
         batch: _Batch,
         msg: Message,
-        error_class: str,
+        error_class: DeadLetterReason,
         reason: str,
         event: Event | None = None,
     ) -> None:

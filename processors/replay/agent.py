@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentstream.processors.core.machine import transition
+from agentstream.processors.core.machine import Duplicate, Rejected, transition
 from agentstream.processors.core.spec import AgentSpec
 from agentstream.processors.core.state import AgentState
 from agentstream.processors.replay.history import AgentHistory
@@ -83,9 +83,10 @@ def replay_agent(history: AgentHistory, spec: AgentSpec) -> AgentReplay:
         applied.add(event_id)
         outputs = diff_outputs(recorded.get(event_id, []), list(decision.emits))
         rejection = None
-        if decision.rejection is not None:
-            rejection = f"{decision.rejection.error_class}: {decision.rejection.reason}"
-        result.steps.append(StepDiff(index, event, outputs, rejection, decision.duplicate))
+        if isinstance(decision, Rejected):
+            rejection = f"{decision.error_class}: {decision.reason}"
+        duplicate = isinstance(decision, Duplicate)
+        result.steps.append(StepDiff(index, event, outputs, rejection, duplicate))
     result.state = state
     result.orphans = sum(len(v) for k, v in recorded.items() if k not in applied)
     return result

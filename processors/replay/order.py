@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from agentstream.processors.core.machine import transition
+from agentstream.processors.core.machine import Applied, transition
 from agentstream.processors.core.spec import AgentSpec
 from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import Event
@@ -67,7 +67,7 @@ def _choose(
         if first is None:
             first = (index, decision.state)
         emitted = frozenset(e.envelope.event_id for e in decision.emits)
-        clean = decision.rejection is None and not decision.duplicate
+        clean = isinstance(decision, Applied)
         if clean and emitted == caused.get(event.envelope.event_id, frozenset()):
             return index, decision.state
     assert first is not None  # candidates is never empty here

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentstream.processors.core.machine import transition
+from agentstream.processors.core.machine import Rejected, transition
 from agentstream.processors.core.spec import AgentSpec
 from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import EVENT_TYPES, Event
@@ -48,10 +48,10 @@ def replay(lines: list[Line], spec: AgentSpec) -> list[Line]:
         decision = transition(state, event_from_json(line.event), spec)
         state = decision.state
         rejection = None
-        if decision.rejection is not None:
+        if isinstance(decision, Rejected):
             rejection = {
-                "error_class": decision.rejection.error_class,
-                "reason": decision.rejection.reason,
+                "error_class": decision.error_class,
+                "reason": decision.reason,
             }
         out.append(
             Line(line.event, [event_json(e) for e in decision.emits], rejection, state.version)

@@ -12,7 +12,7 @@ from builders import T0, agent_input, envelope
 from pydantic import ValidationError
 from world import approve, model_answer, respond, support_spec, tool_result
 
-from agentstream.processors.core.machine import Decision, transition
+from agentstream.processors.core.machine import Decision, Duplicate, Rejected, transition
 from agentstream.processors.core.spec import AgentSpec
 from agentstream.processors.core.state import AgentState, evolve
 from agentstream.schemas.events import (
@@ -43,7 +43,7 @@ def drive(spec: AgentSpec, inputs: list[AgentInput]) -> tuple[AgentState | None,
     while queue:
         event = queue.popleft()
         decision = transition(state, event, spec)
-        assert decision.rejection is None, decision.rejection
+        assert not isinstance(decision, Rejected), decision
         state = decision.state
         history += decision.emits
         for emitted in decision.emits:
@@ -103,11 +103,11 @@ def test_redelivered_events_change_nothing() -> None:
     event = agent_input()
     d1 = transition(None, event, SPEC)
     d2 = transition(d1.state, event, SPEC)
-    assert d2.duplicate and d2.emits == () and d2.state == d1.state
+    assert isinstance(d2, Duplicate) and d2.emits == () and d2.state == d1.state
     answer = model_answer(only(d1, ModelCallRequested))
     d3 = transition(d1.state, answer, SPEC)
     d4 = transition(d3.state, answer, SPEC)
-    assert d4.duplicate and d4.state == d3.state and d4.emits == ()
+    assert isinstance(d4, Duplicate) and d4.state == d3.state and d4.emits == ()
 
 
 def test_results_for_unknown_or_finished_calls_are_rejected_not_applied() -> None:
@@ -120,23 +120,23 @@ def test_results_for_unknown_or_finished_calls_are_rejected_not_applied() -> Non
 
     stranger = tool_result(tool_request).model_copy(update={"call_id": "no-such-call"})
     rejected = transition(d2.state, stranger, SPEC)
-    assert rejected.rejection is not None and rejected.rejection.error_class == "unknown_call"
+    assert isinstance(rejected, Rejected) and rejected.error_class == "unknown_call"
     assert rejected.state == d2.state and rejected.emits == ()
 
     again = model_answer(request).model_copy(
         update={"envelope": envelope(run_id=request.envelope.run_id)}
     )
     late = transition(d2.state, again, SPEC)
-    assert late.rejection is not None and late.rejection.error_class == "finished_call"
+    assert isinstance(late, Rejected) and late.error_class == "finished_call"
 
     no_run = transition(None, tool_result(tool_request), SPEC)
-    assert no_run.rejection is not None and no_run.rejection.error_class == "unknown_run"
+    assert isinstance(no_run, Rejected) and no_run.error_class == "unknown_run"
 
 
 def test_outputs_of_the_processor_are_not_accepted_as_inputs() -> None:
     d1 = transition(None, agent_input(), SPEC)
     echoed = transition(d1.state, d1.emits[0], SPEC)
-    assert echoed.rejection is not None and echoed.rejection.error_class == "not_an_input"
+    assert isinstance(echoed, Rejected) and echoed.error_class == "not_an_input"
 
 
 def _looping_model(request: ModelCallRequested, usage: int = 1) -> ModelCallCompleted:
@@ -276,14 +276,14 @@ def test_wrong_hash_second_decision_and_late_decision_are_rejected() -> None:
     assert isinstance(approval, ApprovalRequested)
     forged = approve(approval).model_copy(update={"arguments_hash": "0" * 64})
     wrong = transition(d2.state, forged, spec)
-    assert wrong.rejection is not None and wrong.rejection.error_class == "approval_hash_mismatch"
+    assert isinstance(wrong, Rejected) and wrong.error_class == "approval_hash_mismatch"
 
     granted = transition(d2.state, approve(approval), spec)
     second = approve(approval, approver="bob").model_copy(
         update={"envelope": envelope(run_id=approval.envelope.run_id)}
     )
     replay = transition(granted.state, second, spec)
-    assert replay.rejection is not None and replay.rejection.error_class == "approval_not_pending"
+    assert isinstance(replay, Rejected) and replay.error_class == "approval_not_pending"
 
     late = approve(approval)
     late = late.model_copy(
@@ -294,7 +294,7 @@ def test_wrong_hash_second_decision_and_late_decision_are_rejected() -> None:
         }
     )
     too_late = transition(d2.state, late, spec)
-    assert too_late.rejection is not None and too_late.rejection.error_class == "approval_expired"
+    assert isinstance(too_late, Rejected) and too_late.error_class == "approval_expired"
 
 
 def test_denial_and_expiry_are_reported_to_the_model() -> None:
@@ -313,7 +313,7 @@ def test_denial_and_expiry_are_reported_to_the_model() -> None:
     assert json.loads(refund_msg["content"])["error"] == "denied by approver"
 
     early = ApprovalExpired(envelope=envelope(run_id=approval.envelope.run_id), **base)
-    assert transition(d3.state, early, SPEC).rejection is not None
+    assert isinstance(transition(d3.state, early, SPEC), Rejected)
     expired = ApprovalExpired(
         envelope=envelope(run_id=approval.envelope.run_id, occurred_at=approval.expires_at), **base
     )

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from world import respond, support_spec
 
-from agentstream.processors.core.machine import fold, transition
+from agentstream.processors.core.machine import Duplicate, Rejected, fold, transition
 from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import Event, RunCompleted, RunFailed
 
@@ -38,11 +38,11 @@ def _simulate(
             choices.append(first_input)
         event = in_flight.pop(data.draw(st.sampled_from(sorted(choices))))
         decision = transition(state, event, SPEC)
-        assert decision.rejection is None, decision.rejection
-        assert not decision.duplicate
+        assert not isinstance(decision, Rejected), decision
+        assert not isinstance(decision, Duplicate)
         # re-delivering the event right away is a no-op
         again = transition(decision.state, event, SPEC)
-        assert again.duplicate and again.state == decision.state and again.emits == ()
+        assert isinstance(again, Duplicate) and again.state == decision.state and again.emits == ()
         state = decision.state
         delivered.append(event)
         emitted += decision.emits
@@ -53,7 +53,7 @@ def _simulate(
         if delivered and data.draw(st.booleans()):
             old = data.draw(st.sampled_from(delivered))
             replay = transition(state, old, SPEC)
-            assert replay.duplicate and replay.state == state and replay.emits == ()
+            assert isinstance(replay, Duplicate) and replay.state == state and replay.emits == ()
     assert state is not None
     return delivered, emitted, state
 

@@ -12,7 +12,7 @@ from builders import T0, agent_input
 
 from agentstream.processors.control.approvals import decide
 from agentstream.processors.core.ids import canonical_json, derived_id
-from agentstream.processors.core.machine import transition
+from agentstream.processors.core.machine import Rejected, transition
 from agentstream.processors.core.state import AgentState
 from agentstream.processors.errors import ProviderError
 from agentstream.processors.examples import support_agent
@@ -145,7 +145,7 @@ def test_the_script_drives_the_demo_support_agent_to_its_answer() -> None:
         if not queue:
             break
         decision = transition(state, queue.pop(0), support_agent)
-        assert decision.rejection is None, decision.rejection
+        assert not isinstance(decision, Rejected), decision
         state = decision.state
         for emitted in decision.emits:
             if isinstance(emitted, RunCompleted):
