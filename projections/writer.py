@@ -29,6 +29,7 @@ from agentstream.projections import statements as q
 from agentstream.projections.audit import SourcedEvent
 from agentstream.projections.database import connect, offsets_of
 from agentstream.projections.rows import BatchRows, first_of_each_event
+from agentstream.schemas.errors import AgentStreamError
 from agentstream.streams.runtime.logs import get_logger
 
 log = get_logger(__name__)
@@ -83,12 +84,15 @@ class ApplyResult:
     positions: dict[TopicPartition, int] = field(default_factory=dict)
 
 
-class OffsetsMoved(Exception):
+class OffsetsMoved(AgentStreamError):
     """The stored offsets are behind what the caller expected (a swapped-in rebuild, a restored
     database) or the caller had no expectation: it must seek to ``stored`` and consume again."""
 
     def __init__(self, stored: dict[TopicPartition, int]) -> None:
-        super().__init__(f"stored offsets moved: {sorted(stored.items())[:6]}")
+        super().__init__(
+            f"stored offsets moved: {sorted(stored.items())[:6]}",
+            hint="another projector or a swapped-in rebuild wrote these read models",
+        )
         self.stored = stored
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Literal, TextIO, cast
 
 import structlog
-from structlog._config import BoundLoggerLazyProxy
 
 _configured = False
 
@@ -49,6 +48,7 @@ def configure_logging(
     _output.level = logging.getLevelName(level)
     structlog.configure(
         processors=[
+            _name_logger,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -79,12 +79,16 @@ def get_logger(name: str, **context: object) -> structlog.stdlib.BoundLogger:
 
     Lazy: modules create their loggers at import time, often before the command configured
     logging, and a logger bound then would keep structlog's default (console) output."""
-    # structlog.get_logger cannot take a ``logger`` initial value (the name of its own
-    # parameter), so the lazy proxy it would return is built here directly.
-    proxy = BoundLoggerLazyProxy(
-        None, initial_values={"logger": name, **context}, logger_factory_args=(name,)
-    )
-    return cast("structlog.stdlib.BoundLogger", proxy)
+    # The name travels as ``logger_name``: ``logger`` is a parameter of structlog's own.
+    return cast("structlog.stdlib.BoundLogger", structlog.get_logger(logger_name=name, **context))
+
+
+def _name_logger(
+    _logger: object, _method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """``logger`` first, as the lines have always begun."""
+    name = event.pop("logger_name", None)
+    return {"logger": name, **event} if name is not None else event
 
 
 bind_context = structlog.contextvars.bind_contextvars
