@@ -10,7 +10,9 @@ tables do not depend on where batches begin and end, nor on how the broker inter
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -51,19 +53,26 @@ _APPROVAL_EVENTS = (ApprovalRequested, ApprovalGranted, ApprovalDenied, Approval
 DecisionKind = Literal["granted", "denied", "expired"]
 
 
-# -- agents ------------------------------------------------------------------------------------
+class TableRow:
+    """A read model's columns and rows, from its delta: the delta's fields in order, then the
+    columns it computes (properties), JSON columns encoded. The columns are named once, there."""
 
-AGENT_COLUMNS = (
-    "agent_id",
-    "tenant_id",
-    "events",
-    "runs_completed",
-    "runs_failed",
-    "prompt_tokens",
-    "completion_tokens",
-    "first_event_at",
-    "updated_at",
-)
+    def __init__(self, delta: type, *computed: str, json_columns: tuple[str, ...] = ()) -> None:
+        self.columns: tuple[str, ...] = (*(f.name for f in dataclasses.fields(delta)), *computed)
+        self._values = operator.attrgetter(*self.columns)
+        self._json = tuple(i for i, c in enumerate(self.columns) if c in json_columns)
+
+    def __call__(self, delta: object) -> tuple[Any, ...]:
+        values: tuple[Any, ...] = self._values(delta)
+        if not self._json:
+            return values
+        encoded = list(values)
+        for index in self._json:
+            encoded[index] = json.dumps(encoded[index])
+        return tuple(encoded)
+
+
+# -- agents ------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
@@ -113,37 +122,14 @@ class AgentDelta:
         )
 
     def row(self) -> tuple[Any, ...]:
-        return (
-            self.agent_id,
-            self.tenant_id,
-            self.events,
-            self.runs_completed,
-            self.runs_failed,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.first_event_at,
-            self.updated_at,
-        )
+        return AGENT_ROW(self)
+
+
+AGENT_ROW = TableRow(AgentDelta)
+AGENT_COLUMNS = AGENT_ROW.columns
 
 
 # -- runs --------------------------------------------------------------------------------------
-
-RUN_COLUMNS = (
-    "run_id",
-    "agent_id",
-    "tenant_id",
-    "input_event_id",
-    "status",
-    "output",
-    "failure_reason",
-    "error_class",
-    "steps",
-    "tool_calls",
-    "prompt_tokens",
-    "completion_tokens",
-    "started_at",
-    "finished_at",
-)
 
 
 @dataclass(slots=True)
@@ -244,22 +230,11 @@ class RunDelta:
         )
 
     def row(self) -> tuple[Any, ...]:
-        return (
-            self.run_id,
-            self.agent_id,
-            self.tenant_id,
-            self.input_event_id,
-            self.status,
-            self.output,
-            self.failure_reason,
-            self.error_class,
-            self.steps,
-            self.tool_calls,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.started_at,
-            self.finished_at,
-        )
+        return RUN_ROW(self)
+
+
+RUN_ROW = TableRow(RunDelta)
+RUN_COLUMNS = RUN_ROW.columns
 
 
 # -- tool calls --------------------------------------------------------------------------------
@@ -275,29 +250,6 @@ def tool_call_status(result_status: str | None, approval: str | None, requested:
         return "requested"
     return "awaiting_approval"
 
-
-TOOL_CALL_COLUMNS = (
-    "call_id",
-    "agent_id",
-    "tenant_id",
-    "run_id",
-    "tool",
-    "arguments",
-    "arguments_hash",
-    "status",
-    "gated",
-    "requested",
-    "result_status",
-    "attempts",
-    "latency_ms",
-    "result",
-    "error_class",
-    "error_message",
-    "timeout_ms",
-    "max_attempts",
-    "requested_at",
-    "finished_at",
-)
 
 _ToolEvent = ApprovalRequested | ToolCallRequested | ToolCallCompleted | ToolCallFailed
 
@@ -385,44 +337,15 @@ class ToolCallDelta:
         )
 
     def row(self) -> tuple[Any, ...]:
-        return (
-            self.call_id,
-            self.agent_id,
-            self.tenant_id,
-            self.run_id,
-            self.tool,
-            self.arguments,
-            self.arguments_hash,
-            self.status,
-            self.gated,
-            self.requested,
-            self.result_status,
-            self.attempts,
-            self.latency_ms,
-            self.result,
-            self.error_class,
-            self.error_message,
-            self.timeout_ms,
-            self.max_attempts,
-            self.requested_at,
-            self.finished_at,
-        )
+        return TOOL_CALL_ROW(self)
+
+
+TOOL_CALL_ROW = TableRow(ToolCallDelta, "status")
+TOOL_CALL_COLUMNS = TOOL_CALL_ROW.columns
 
 
 # -- approvals ---------------------------------------------------------------------------------
 
-APPROVAL_COLUMNS = (
-    "call_id",
-    "agent_id",
-    "tenant_id",
-    "run_id",
-    "tool",
-    "arguments",
-    "arguments_hash",
-    "requested_at",
-    "deadline",
-    "decisions",
-)
 
 _Decision = ApprovalGranted | ApprovalDenied | ApprovalExpired
 _ApprovalEvent = ApprovalRequested | ApprovalGranted | ApprovalDenied | ApprovalExpired
@@ -496,18 +419,11 @@ class ApprovalDelta:
         )
 
     def row(self) -> tuple[Any, ...]:
-        return (
-            self.call_id,
-            self.agent_id,
-            self.tenant_id,
-            self.run_id,
-            self.tool,
-            self.arguments,
-            self.arguments_hash,
-            self.requested_at,
-            self.deadline,
-            json.dumps(self.decisions),
-        )
+        return APPROVAL_ROW(self)
+
+
+APPROVAL_ROW = TableRow(ApprovalDelta, json_columns=("decisions",))
+APPROVAL_COLUMNS = APPROVAL_ROW.columns
 
 
 # -- a batch -----------------------------------------------------------------------------------
