@@ -18,7 +18,7 @@ from datetime import timedelta
 from builders import T0, envelope
 from world import respond, support_spec
 
-from agentstream.processors.core.machine import transition
+from agentstream.processors import testing
 from agentstream.processors.core.spec import AgentSpec
 from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import AgentInput, Event
@@ -51,21 +51,9 @@ def drive(
     state: AgentState | None = None,
 ) -> tuple[list[Event], AgentState | None]:
     """Every event of one agent's history in the order the processor would see and emit them,
-    from ``state`` on (a fresh agent by default)."""
-    spec = spec or support_spec()
-    pending: deque[Event] = deque(inputs)
-    history: list[Event] = []
-    while pending:
-        event = pending.popleft()
-        history.append(event)
-        decision = transition(state, event, spec)
-        state = decision.state
-        for emitted in decision.emits:
-            history.append(emitted)
-            reply = world(emitted)
-            if reply is not None:
-                pending.append(reply)
-    return history, state
+    from ``state`` on (a fresh agent by default), with the support agent and the tests' world
+    unless told otherwise."""
+    return testing.drive(inputs, spec or support_spec(), world, state)
 
 
 def histories(agents: int, runs_per_agent: int = 1, partitions: int = 6) -> list[Placed]:

@@ -11,26 +11,22 @@ import json
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
-from agentstream.processors.core.machine import transition
 from agentstream.processors.core.spec import AgentSpec
-from agentstream.processors.core.state import AgentState
 from agentstream.processors.examples import support_agent
+from agentstream.processors.testing import ModelReply, ScriptedWorld, drive
 from agentstream.schemas.errors import AgentStreamError, DeliveryError
 from agentstream.schemas.events import (
     AgentInput,
     Envelope,
     Event,
-    ModelCallCompleted,
     ModelCallRequested,
     TokenUsage,
-    ToolCallCompleted,
     ToolCallIntent,
     ToolCallRequested,
 )
@@ -117,74 +113,42 @@ def order_question(agent_id: str, rng: random.Random, at: datetime, n: int = 0) 
     return agent_input(agent_id, f"Where is my order o-1001? {text_of(rng, 180, 900)}", at, n)
 
 
-def _reply_envelope(request: Event, purpose: str) -> Envelope:
-    cause = request.envelope
-    return Envelope(
-        event_id=str(uuid.uuid5(_NS, f"{cause.event_id}/{purpose}")),
-        agent_id=cause.agent_id,
-        tenant_id=cause.tenant_id,
-        run_id=cause.run_id,
-        correlation_id=cause.correlation_id,
-        causation_id=cause.event_id,
-        occurred_at=cause.occurred_at + timedelta(milliseconds=40),
+def world(rng: random.Random) -> ScriptedWorld:
+    """The scripted world: step 1 looks the order up, step 2 answers; tools answer at once;
+    nobody approves (the bench's agent asks for no approval)."""
+
+    def model(request: ModelCallRequested) -> ModelReply:
+        if request.step != 1:
+            return text_of(rng, 200, 600), []
+        order = f"o-{1001 + rng.randrange(3)}"
+        arguments = json.dumps({"order_id": order})
+        return None, [
+            ToolCallIntent(tool_call_id="tc-1", tool="lookup_order", arguments_json=arguments)
+        ]
+
+    def tool(_request: ToolCallRequested) -> str:
+        notes = text_of(rng)
+        return json.dumps(
+            {"order_id": "o-1001", "found": True, "status": "shipped", "notes": notes}
+        )
+
+    return ScriptedWorld(
+        namespace=_NS,
+        model=model,
+        tool=tool,
         source="bench-world",
+        delay_ms=40,
+        usage=TokenUsage(prompt_tokens=120, completion_tokens=40),
+        model_latency_ms=35,
+        tool_latency_ms=2,
+        approver=None,
     )
-
-
-def respond(request: Event, rng: random.Random) -> Event | None:
-    """The scripted world: step 1 looks the order up, step 2 answers; tools answer at once."""
-    if isinstance(request, ModelCallRequested):
-        calls: list[ToolCallIntent] = []
-        content = None
-        if request.step == 1:
-            order = f"o-{1001 + rng.randrange(3)}"
-            calls.append(
-                ToolCallIntent(
-                    tool_call_id="tc-1",
-                    tool="lookup_order",
-                    arguments_json=json.dumps({"order_id": order}),
-                )
-            )
-        else:
-            content = text_of(rng, 200, 600)
-        return ModelCallCompleted(
-            envelope=_reply_envelope(request, "model"),
-            call_id=request.call_id,
-            content=content,
-            tool_calls=calls,
-            usage=TokenUsage(prompt_tokens=120, completion_tokens=40),
-            provider=request.provider,
-            model=request.model,
-            latency_ms=35,
-        )
-    if isinstance(request, ToolCallRequested):
-        result = {"order_id": "o-1001", "found": True, "status": "shipped", "notes": text_of(rng)}
-        return ToolCallCompleted(
-            envelope=_reply_envelope(request, "tool"),
-            call_id=request.call_id,
-            tool=request.tool,
-            result_json=json.dumps(result),
-            latency_ms=2,
-        )
-    return None
 
 
 def history(agent_id: str, rng: random.Random) -> list[Event]:
     """One complete 3-step run of one agent, in the order the processor sees and emits it."""
-    pending: deque[Event] = deque([agent_input(agent_id, text_of(rng))])
-    state: AgentState | None = None
-    out: list[Event] = []
-    while pending:
-        event = pending.popleft()
-        out.append(event)
-        decision = transition(state, event, SPEC)
-        state = decision.state
-        for emitted in decision.emits:
-            out.append(emitted)
-            reply = respond(emitted, rng)
-            if reply is not None:
-                pending.append(reply)
-    return out
+    events, _state = drive([agent_input(agent_id, text_of(rng))], SPEC, world(rng))
+    return events
 
 
 def histories(events: int, seed: int = 11) -> Iterator[Event]:
