@@ -123,3 +123,7 @@ def bench(
     if json_path is not None:
         json_path.write_text(json.dumps(report.as_json(), indent=2) + "\n")
         screen.print(f"figures written to {json_path}")
+
+
+def register(root: typer.Typer) -> None:
+    root.command("bench")(bench)

@@ -148,3 +148,7 @@ def _verdict(figures: str, problems: list[str], passed: str) -> None:
     if problems:
         raise typer.Exit(1)
     out.print(f"[green]passed[/green]: every run ended once, {passed}")
+
+
+def register(root: typer.Typer) -> None:
+    root.command("chaos")(chaos)

@@ -30,3 +30,7 @@ def console(
     get_logger("agentstream.console").info("console_listening", url=f"http://{host}:{port}")
     typer.echo(f"console on http://{host}:{port}; Ctrl-C stops it", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def register(root: typer.Typer) -> None:
+    root.command("console")(console)

@@ -176,3 +176,8 @@ def tail(
         pass
     finally:
         consumer.close()
+
+
+def register(root: typer.Typer) -> None:
+    root.command("send")(send)
+    root.command("tail")(tail)

@@ -237,3 +237,7 @@ def _render(view: AgentView) -> None:
             escape(describe(item.event) if item.event is not None else item.type),
         )
     out.print(timeline)
+
+
+def register(root: typer.Typer) -> None:
+    root.command("inspect")(inspect)

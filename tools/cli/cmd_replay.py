@@ -374,3 +374,7 @@ def replay_copy(
     out.print(
         f"copied {report.records} records in {report.seconds:.1f}s ({report.rate:,.0f} records/s)"
     )
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="replay")

@@ -106,3 +106,7 @@ def soak(
         out.print(f"[red]FAILED[/red] {problem}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+def register(root: typer.Typer) -> None:
+    root.command("soak")(soak)

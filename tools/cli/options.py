@@ -31,3 +31,47 @@ def logs_off_screen(command: str, screen: Console) -> None:
     path = log_to_file(agentstream_home() / "logs" / f"{command}.log")
     if path is not None:
         screen.print(f"[dim]logs: {path}[/dim]")
+
+
+#: the command line's two screens: results on stdout, progress and errors on stderr
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+#: ``--metrics-port`` of every long-running service.
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        max=65535,
+        help="Serve /metrics, /healthz and /readyz on this port (0: a free one, logged); "
+        "default AGENTSTREAM_METRICS_PORT, else off.",
+    ),
+]
+
+SchemaOption = Annotated[
+    str,
+    typer.Option(
+        envvar="AGENTSTREAM_PROJECTION_SCHEMA",
+        help="PostgreSQL schema of the read models (a dedicated one: rebuild swaps it).",
+    ),
+]
+
+SpecsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--spec", help="An agent, as package.module:attribute (an AgentSpec); repeatable."
+    ),
+]
+ConcurrencyOption = Annotated[
+    int, typer.Option(min=1, max=1000, help="Calls run at once by this worker.")
+]
+InstanceOption = Annotated[
+    str | None,
+    typer.Option(help="Static group membership id: a restart resumes without a rebalance."),
+]
+ThresholdOption = Annotated[
+    int, typer.Option(min=1, help="Consecutive failures that open a circuit breaker.")
+]
+CooldownOption = Annotated[
+    float, typer.Option(min=0.0, help="Seconds an open breaker waits before a probe call.")
+]

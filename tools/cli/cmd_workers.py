@@ -1,0 +1,171 @@
+"""``agentstream worker``: the workers that run side effects (tools, models, approval expiry)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from agentstream.processors.loading import DEFAULT_SPEC, load_spec
+from agentstream.schemas.errors import ConfigurationError
+from agentstream.streams.runtime.health import observability
+from agentstream.streams.runtime.settings import (
+    load_settings,
+)
+from agentstream.streams.topics import ensure_topics
+
+if TYPE_CHECKING:
+    from agentstream.processors.workers.breaker import BreakerPolicy
+from agentstream.tools.cli.options import (
+    ConcurrencyOption,
+    CooldownOption,
+    InstanceOption,
+    MetricsPortOption,
+    SpecsOption,
+    ThresholdOption,
+    err,
+)
+
+app = typer.Typer(
+    help="Workers that run side effects: tools, models, approval expiry.", no_args_is_help=True
+)
+tools_app = typer.Typer(help="The tool worker.", no_args_is_help=True)
+app.add_typer(tools_app, name="tools")
+models_app = typer.Typer(help="The model worker.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+timers_app = typer.Typer(help="The approval expiry timer.", no_args_is_help=True)
+app.add_typer(timers_app, name="timers")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="worker")
+
+
+def _breaker_policy(threshold: int, cooldown: float) -> BreakerPolicy:
+    # Imported here like every service module: importing one binds its module logger, which
+    # must happen after the root callback configured logging.
+    from agentstream.processors.workers.breaker import BreakerPolicy
+
+    return BreakerPolicy(failure_threshold=threshold, cooldown_s=cooldown)
+
+
+@tools_app.command("run")
+def worker_tools_run(
+    *,
+    spec: SpecsOption = None,
+    concurrency: ConcurrencyOption = 8,
+    group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
+        "agentstream-tool-worker"
+    ),
+    instance_id: InstanceOption = None,
+    breaker_threshold: ThresholdOption = 5,
+    breaker_cooldown: CooldownOption = 30.0,
+    metrics_port: MetricsPortOption = None,
+) -> None:
+    """Run the agents' tools for every tool call request until SIGTERM or Ctrl-C."""
+    from agentstream.processors.workers.tool_worker import ToolWorker
+
+    settings = load_settings()
+    agents = [load_spec(path) for path in spec or [DEFAULT_SPEC]]
+    ensure_topics(settings)
+    worker = ToolWorker(
+        settings,
+        agents,
+        concurrency=concurrency,
+        group_id=group,
+        breaker=_breaker_policy(breaker_threshold, breaker_cooldown),
+        instance_id=instance_id,
+    )
+    worker.install_signal_handlers()
+    tools = ", ".join(sorted(worker.executor.tools))
+    err.print(f"tool worker running {tools} in group {group!r}; Ctrl-C stops it")
+    with observability("tool-worker", worker.runtime.readiness, settings, metrics_port):
+        stats = worker.run()
+    err.print(f"tool worker stopped: {stats.results} results, {stats.dead_lettered} dead-lettered")
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+@models_app.command("run")
+def worker_models_run(
+    *,
+    provider: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=BASE_URL of an OpenAI-compatible server (key from "
+            "AGENTSTREAM_<NAME>_API_KEY), or NAME=scripted; repeatable. "
+            "'scripted' is always there."
+        ),
+    ] = None,
+    spec: SpecsOption = None,
+    concurrency: ConcurrencyOption = 8,
+    group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
+        "agentstream-model-worker"
+    ),
+    instance_id: InstanceOption = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(min=0.001, help="Calls per second to each HTTP provider.")
+    ] = None,
+    max_attempts: Annotated[int, typer.Option(min=1, max=20)] = 3,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per attempt.")] = 120.0,
+    breaker_threshold: ThresholdOption = 5,
+    breaker_cooldown: CooldownOption = 30.0,
+    metrics_port: MetricsPortOption = None,
+) -> None:
+    """Answer every model call request with the configured providers until SIGTERM or Ctrl-C.
+
+    With --spec, refuses to start when an agent's model or fallback provider is not configured.
+    """
+    from agentstream.processors.core.spec import RetryPolicy
+    from agentstream.processors.workers.model_worker import ModelWorker, ProviderConfig
+
+    settings = load_settings()
+    providers = [ProviderConfig.parse(p, rate_limit) for p in provider or []]
+    known = {p.name for p in providers} | {"scripted"}
+    for path in spec or []:
+        model = load_spec(path).model
+        for name in filter(None, (model.provider, model.fallback_provider)):
+            if name not in known:
+                raise ConfigurationError(
+                    f"{path} uses provider {name!r}, which is not configured",
+                    hint=f"add --provider {name}=BASE_URL",
+                )
+    ensure_topics(settings)
+    worker = ModelWorker(
+        settings,
+        providers,
+        concurrency=concurrency,
+        group_id=group,
+        breaker=_breaker_policy(breaker_threshold, breaker_cooldown),
+        retry=RetryPolicy(max_attempts=max_attempts),
+        timeout_s=timeout,
+        instance_id=instance_id,
+    )
+    worker.install_signal_handlers()
+    names = ", ".join(worker.providers)
+    err.print(f"model worker running providers {names} in group {group!r}; Ctrl-C stops it")
+    with observability("model-worker", worker.runtime.readiness, settings, metrics_port):
+        stats = worker.run()
+    err.print(f"model worker stopped: {stats.results} results, {stats.dead_lettered} dead-lettered")
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+@timers_app.command("run")
+def worker_timers_run(
+    group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
+        "agentstream-approval-timer"
+    ),
+    metrics_port: MetricsPortOption = None,
+) -> None:
+    """Expire approval requests that have no decision by their deadline."""
+    from agentstream.processors.workers.expiry import ApprovalTimer
+
+    settings = load_settings()
+    ensure_topics(settings)
+    timer = ApprovalTimer(settings, group_id=group)
+    timer.install_signal_handlers()
+    err.print(f"approval timer running in group {group!r}; Ctrl-C stops it")
+    with observability("approval-timer", timer.readiness, settings, metrics_port):
+        stats = timer.run()
+    err.print(f"approval timer stopped: {stats.expired} approvals expired")
