@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from agentstream.schemas.errors import AgentStreamError
 
+__all__ = [
+    "ApprovalError",
+    "CallTimeoutError",
+    "CircuitOpenError",
+    "ProviderError",
+    "RetryableError",
+    "WorkerError",
+]
+
 
 class WorkerError(AgentStreamError):
     """A tool or model call did not produce a result."""

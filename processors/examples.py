@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from agentstream.processors.core.spec import AgentSpec, Budgets, ModelSpec, tool
 
+__all__ = [
+    "issue_refund",
+    "lookup_order",
+    "search_faq",
+    "support_agent",
+]
+
 _ORDERS: dict[str, dict[str, object]] = {
     "o-1001": {"status": "shipped", "carrier": "DHL", "total_cents": 4599},
     "o-1002": {"status": "processing", "carrier": None, "total_cents": 1250},

@@ -8,6 +8,12 @@ from typing import Any
 from agentstream.processors.core.spec import AgentSpec
 from agentstream.schemas.errors import ConfigurationError
 
+__all__ = [
+    "DEFAULT_SPEC",
+    "load_object",
+    "load_spec",
+]
+
 DEFAULT_SPEC = "agentstream.processors.examples:support_agent"
 
 

@@ -8,6 +8,13 @@ from typing import Any
 from agentstream.projections.sanitize import sanitize
 from agentstream.schemas.events import EVENT_TYPES, Event
 
+__all__ = [
+    "AUDIT_COLUMNS",
+    "EVENT_BY_NAME",
+    "SourcedEvent",
+    "event_from_payload",
+]
+
 #: Event classes by the short name stored in ``agent_events.type``.
 EVENT_BY_NAME: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES.values()}
 

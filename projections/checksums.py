@@ -20,6 +20,12 @@ from psycopg import sql
 
 from agentstream.projections.audit import AUDIT_COLUMNS
 
+__all__ = [
+    "TABLES",
+    "TableChecksum",
+    "table_checksums",
+]
+
 
 @dataclass(frozen=True)
 class _Summed:

@@ -16,6 +16,14 @@ from psycopg import sql
 
 from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
 
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "check_schema_name",
+    "connect",
+    "offsets_of",
+    "schema_exists",
+]
+
 DEFAULT_SCHEMA = "projections"
 #: Lower-case identifiers only: they are used unquoted in logs and in derived schema names.
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")

@@ -13,6 +13,15 @@ from agentstream.projections.audit import event_from_payload
 from agentstream.projections.queries import Connection, agent_timeline, get_agent
 from agentstream.schemas.events import Event
 
+__all__ = [
+    "PENDING_SQL",
+    "RUNS_SQL",
+    "AgentView",
+    "RunView",
+    "TimelineItem",
+    "view_from_database",
+]
+
 RUNS_SQL = """
 SELECT run_id, status, steps, tool_calls, prompt_tokens + completion_tokens, started_at,
        finished_at, coalesce(output, error_class || ': ' || failure_reason)

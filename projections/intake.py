@@ -24,6 +24,11 @@ from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.serde import DecodeError, EventSerde
 from agentstream.streams.topics import TopicSpec
 
+__all__ = [
+    "Intake",
+    "Prepared",
+]
+
 log = get_logger(__name__)
 
 

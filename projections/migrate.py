@@ -20,6 +20,13 @@ from agentstream.projections.database import DEFAULT_SCHEMA, check_schema_name, 
 from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
 from agentstream.streams.runtime.logs import get_logger
 
+__all__ = [
+    "Migration",
+    "applied_versions",
+    "migrate",
+    "migrations",
+]
+
 log = get_logger(__name__)
 
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")

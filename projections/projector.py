@@ -51,6 +51,18 @@ from agentstream.streams.topics import (
     TopicSpec,
 )
 
+__all__ = [
+    "PROJECTED_TOPICS",
+    "SOURCE",
+    "TRANSIENT",
+    "Backoff",
+    "Key",
+    "Projector",
+    "ProjectorStats",
+    "projected_topics",
+    "tune_for_batches",
+]
+
 log = get_logger(__name__)
 
 #: Every agent topic; not the state changelog (the processor's) nor the DLQ.

@@ -35,6 +35,29 @@ from agentstream.streams.topics import (
     TopicSpec,
 )
 
+__all__ = [
+    "AGENT_SQL",
+    "CAUSED_SQL",
+    "FOLD_EVENTS_SQL",
+    "PENDING_APPROVALS_SQL",
+    "RUNS_BY_STATUS_SQL",
+    "TIMELINE_SQL",
+    "AgentRow",
+    "Connection",
+    "PendingApproval",
+    "Position",
+    "RunRow",
+    "RunStatus",
+    "TimelineEntry",
+    "agent_state_at",
+    "agent_timeline",
+    "fold_events",
+    "get_agent",
+    "pending_approvals",
+    "projection_position",
+    "runs_by_status",
+]
+
 Connection = psycopg.Connection[tuple[object, ...]]
 #: Next offset per (physical topic, partition), as stored in ``projection_offsets``.
 Position = Mapping[tuple[str, int], int]

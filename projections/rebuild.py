@@ -44,6 +44,13 @@ from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
 
+__all__ = [
+    "Key",
+    "Progress",
+    "RebuildReport",
+    "rebuild",
+]
+
 log = get_logger(__name__)
 
 Key = tuple[str, int]

@@ -26,6 +26,13 @@ from agentstream.streams.replay_reader import NoTracker, TopicReader, Tracker, W
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
 
+__all__ = [
+    "MARK",
+    "WindowReport",
+    "prepare_schema",
+    "project_window",
+]
+
 MARK = "agentstream replay window"
 
 

@@ -35,6 +35,29 @@ from agentstream.schemas.events import (
     ToolCallRequested,
 )
 
+__all__ = [
+    "AGENT_COLUMNS",
+    "AGENT_ROW",
+    "APPROVAL_COLUMNS",
+    "APPROVAL_ROW",
+    "RUN_COLUMNS",
+    "RUN_ROW",
+    "TOOL_CALL_COLUMNS",
+    "TOOL_CALL_ROW",
+    "AgentDelta",
+    "ApprovalDelta",
+    "BatchDeltas",
+    "BatchRows",
+    "DecisionKind",
+    "RunDelta",
+    "RunStatus",
+    "TableRow",
+    "ToolCallDelta",
+    "decision_record",
+    "first_of_each_event",
+    "tool_call_status",
+]
+
 RunStatus = Literal["running", "completed", "failed"]
 
 # isinstance() with these tuples: a union written inline (A | B) is built anew on every call,

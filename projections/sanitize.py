@@ -12,6 +12,14 @@ from typing import Any
 
 from agentstream.schemas.events import Event
 
+__all__ = [
+    "NUL",
+    "REPLACEMENT",
+    "jsonb_text",
+    "sanitize",
+    "strip_nul",
+]
+
 NUL = "\x00"
 REPLACEMENT = "\ufffd"
 _NUL_ESCAPE = "\\u0000"

@@ -18,6 +18,28 @@ from agentstream.projections.rows import (
     TOOL_CALL_COLUMNS,
 )
 
+__all__ = [
+    "CLEAR_STAGING",
+    "COPY",
+    "COPY_EVENTS",
+    "CREATE_OFFSETS",
+    "CREATE_STAGING",
+    "DECIDE_APPROVALS",
+    "FILL_LATE_RUN_INPUTS",
+    "FILL_NEW_RUN_INPUTS",
+    "INSERT_STAGED_EVENTS",
+    "LOCK_OFFSETS",
+    "READ_OFFSETS",
+    "REFRESH_AGENTS",
+    "STAGING",
+    "STORE_OFFSETS",
+    "SYNC_TOOL_CALL_APPROVALS",
+    "UPSERT_AGENTS",
+    "UPSERT_APPROVALS",
+    "UPSERT_RUNS",
+    "UPSERT_TOOL_CALLS",
+]
+
 #: The SQL type of every staged column (a name has the same type in every table). JSON columns
 #: are staged as text and cast on the way in: a bad one fails the upsert, not the COPY.
 _TYPES = {

@@ -32,6 +32,20 @@ from agentstream.projections.rows import BatchRows, first_of_each_event
 from agentstream.schemas.errors import AgentStreamError
 from agentstream.streams.runtime.logs import get_logger
 
+__all__ = [
+    "PROJECTION",
+    "ROW_ERRORS",
+    "ApplyResult",
+    "Batch",
+    "BatchWriter",
+    "Connection",
+    "Cursor",
+    "OffsetsMoved",
+    "OnUnwritable",
+    "TopicPartition",
+    "Unwritable",
+]
+
 log = get_logger(__name__)
 
 #: The name the read models' offsets are stored under in ``projection_offsets``.

@@ -12,6 +12,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+__all__ = [
+    "NAMESPACE",
+    "avro_schema",
+    "avro_schema_str",
+    "named_schemas",
+]
+
 NAMESPACE = "agentstream.v1"
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 

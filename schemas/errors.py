@@ -8,6 +8,15 @@ meets them, keeping the original as ``__cause__``.
 
 from __future__ import annotations
 
+__all__ = [
+    "AgentStreamError",
+    "ConfigurationError",
+    "DeliveryError",
+    "EmbeddedStackError",
+    "SerializationError",
+    "ServiceUnavailableError",
+]
+
 
 class AgentStreamError(Exception):
     """Root of every error agentstream raises deliberately."""

@@ -13,6 +13,38 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agentstream.schemas.contract import NAMESPACE
 
+__all__ = [
+    "EVENT_TYPES",
+    "ID_PATTERN",
+    "NESTED_TYPES",
+    "RECORD_TYPES",
+    "AgentInput",
+    "AgentStateSnapshot",
+    "ApprovalDenied",
+    "ApprovalExpired",
+    "ApprovalGranted",
+    "ApprovalRequested",
+    "AvroRecord",
+    "ChangelogMarker",
+    "DeadLetter",
+    "Envelope",
+    "Event",
+    "Id",
+    "Millis",
+    "ModelCallCompleted",
+    "ModelCallFailed",
+    "ModelCallRequested",
+    "OutboxRecord",
+    "RecordHeader",
+    "RunCompleted",
+    "RunFailed",
+    "TokenUsage",
+    "ToolCallCompleted",
+    "ToolCallFailed",
+    "ToolCallIntent",
+    "ToolCallRequested",
+]
+
 #: Ids are opaque but printable: they become Kafka keys, Postgres keys and log fields.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,199}$"
 

@@ -12,6 +12,11 @@ from agentstream.schemas.errors import AgentStreamError
 from agentstream.schemas.events import AvroRecord, Event
 from agentstream.schemas.reasons import DeadLetterReason
 
+__all__ = [
+    "Refused",
+    "check_placement",
+]
+
 
 class Refused(AgentStreamError):
     """A record to dead-letter: ``error_class`` is the stable kind, the message the reason.

@@ -21,6 +21,14 @@ from agentstream.streams.runtime.settings import KafkaConfig, Settings
 from agentstream.streams.serde import DecodeError, EventSerde
 from agentstream.streams.topics import TopicSpec
 
+__all__ = [
+    "ASSIGNMENT",
+    "SESSION_TIMEOUT_MS",
+    "Consumed",
+    "EventConsumer",
+    "group_config",
+]
+
 log = get_logger(__name__)
 
 #: A member silent this long leaves its group. Short, because a crashed member's partitions wait

@@ -13,6 +13,21 @@ from agentstream.streams.producer import AgentStreamProducer, Delivery, Headers,
 from agentstream.streams.runtime import metrics
 from agentstream.streams.topics import DLQ
 
+__all__ = [
+    "ERROR_CLASS",
+    "MAX_ORIGINAL_VALUE",
+    "ORIGINAL_OFFSET",
+    "ORIGINAL_PARTITION",
+    "ORIGINAL_TOPIC",
+    "REASON",
+    "SOURCE",
+    "DeadLetterSink",
+    "clipped",
+    "dead_letter_id",
+    "headers_for",
+    "letter",
+]
+
 #: Header names on every dead letter, for tools that read headers and not the Avro value.
 REASON = "agentstream.dlq.reason"
 ERROR_CLASS = "agentstream.dlq.error_class"

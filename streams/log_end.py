@@ -16,6 +16,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from agentstream.schemas.errors import ServiceUnavailableError
 
+__all__ = [
+    "Place",
+    "log_ends",
+    "places_with_records",
+    "read_to_end",
+]
+
 #: A partition of a topic, as (topic, partition).
 Place = tuple[str, int]
 

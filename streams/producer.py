@@ -28,6 +28,17 @@ from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.topics import topic_for
 
+__all__ = [
+    "MAX_VALUE_BYTES",
+    "AgentStreamProducer",
+    "Delivery",
+    "Headers",
+    "message_headers",
+    "new_input",
+    "record_key",
+    "wait_delivery",
+]
+
 
 def new_input(
     agent_id: str,

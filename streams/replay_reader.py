@@ -23,6 +23,18 @@ from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableErr
 from agentstream.streams.log_end import read_to_end
 from agentstream.streams.runtime.settings import Settings
 
+__all__ = [
+    "NoTracker",
+    "OnProgress",
+    "Span",
+    "TopicReader",
+    "Tracker",
+    "Window",
+    "murmur2",
+    "partition_of",
+    "to_millis",
+]
+
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
 

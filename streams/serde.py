@@ -30,6 +30,14 @@ from agentstream.schemas.errors import SerializationError, ServiceUnavailableErr
 from agentstream.schemas.events import RECORD_TYPES, AvroRecord
 from agentstream.schemas.reasons import DeadLetterReason
 
+__all__ = [
+    "MAGIC_BYTE",
+    "DecodeError",
+    "EventSerde",
+    "registry_client",
+    "schema_id_of",
+]
+
 MAGIC_BYTE = 0
 _FRAME = struct.Struct(">bI")
 

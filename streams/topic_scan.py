@@ -18,6 +18,11 @@ from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde
 from agentstream.streams.topics import TopicSpec
 
+__all__ = [
+    "Scanned",
+    "scan_topics",
+]
+
 
 @dataclass(frozen=True)
 class Scanned:

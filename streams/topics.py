@@ -36,6 +36,29 @@ from agentstream.schemas.events import (
 )
 from agentstream.streams.runtime.settings import Settings
 
+__all__ = [
+    "APPROVAL_DECISIONS",
+    "APPROVAL_REQUESTS",
+    "DLQ",
+    "FOREVER",
+    "INPUTS",
+    "MODEL_CALLS",
+    "MODEL_RESULTS",
+    "OUTCOMES",
+    "STATE",
+    "THIRTY_DAYS_MS",
+    "TOOL_CALLS",
+    "TOOL_RESULTS",
+    "TOPICS",
+    "TopicSpec",
+    "TopicStatus",
+    "admin_client",
+    "describe_topics",
+    "ensure_topics",
+    "topic_for",
+    "verify_copartitioned",
+]
+
 FOREVER = -1
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
 

@@ -177,3 +177,20 @@ def test_no_import_cycles_between_subpackages() -> None:
         if (found := path(target, package)) is not None
     }
     assert sorted(cycles) == []
+
+
+def test_library_modules_say_what_they_export() -> None:
+    """``__all__`` on every module of the library packages: the public API is a choice."""
+    library = ("agentstream.schemas", "agentstream.streams", "agentstream.processors")
+    missing = [
+        m.name
+        for m in _modules()
+        if m.name.startswith((*library, "agentstream.projections"))
+        and m.path.name != "__init__.py"
+        and not any(
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+            for node in m.tree.body
+        )
+    ]
+    assert missing == []

@@ -32,6 +32,17 @@ from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.topic_scan import scan_topics
 from agentstream.streams.topics import APPROVAL_DECISIONS, APPROVAL_REQUESTS, OUTCOMES
 
+__all__ = [
+    "MIN_HASH_PREFIX",
+    "TIMER_SOURCE",
+    "ApprovalStatus",
+    "ApprovalsClient",
+    "Decision",
+    "decide",
+    "expire",
+    "resolve_hash",
+]
+
 Decision = ApprovalGranted | ApprovalDenied
 TIMER_SOURCE = "approval-timer"
 MIN_HASH_PREFIX = 8

@@ -11,6 +11,12 @@ import json
 import uuid
 from typing import Any
 
+__all__ = [
+    "arguments_hash",
+    "canonical_json",
+    "derived_id",
+]
+
 _NAMESPACE = uuid.UUID("0b6f3c1e-8a53-4c1f-9a49-2f4f0d1e7c55")
 _SEEDED = hashlib.sha1(_NAMESPACE.bytes, usedforsecurity=False)
 #: the RFC 4122 variant bits over the top hex digit of byte 8

@@ -43,6 +43,16 @@ from agentstream.schemas.events import (
 )
 from agentstream.schemas.reasons import DeadLetterReason, RunFailure
 
+__all__ = [
+    "SOURCE",
+    "Applied",
+    "Decision",
+    "Duplicate",
+    "Rejected",
+    "fold",
+    "transition",
+]
+
 SOURCE = "processor"
 
 

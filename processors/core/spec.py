@@ -22,6 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from agentstream.schemas.errors import ConfigurationError
 
+__all__ = [
+    "AgentSpec",
+    "Budgets",
+    "ModelSpec",
+    "RetryPolicy",
+    "ToolSpec",
+    "tool",
+]
+
 
 class RetryPolicy(BaseModel):
     """How a worker retries a call: exponential backoff with full jitter."""

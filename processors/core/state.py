@@ -13,6 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agentstream.schemas.events import TokenUsage
 
+__all__ = [
+    "DEDUPE_WINDOW",
+    "STATE_FORMAT",
+    "AgentState",
+    "ChatMessage",
+    "PendingTool",
+    "QueuedInput",
+    "RunState",
+    "evolve",
+]
+
 #: How many applied event ids an agent remembers to recognise a re-delivery.
 DEDUPE_WINDOW = 512
 STATE_FORMAT = 1

@@ -68,6 +68,13 @@ from agentstream.streams.topics import (
     topic_for,
 )
 
+__all__ = [
+    "PROCESSOR_INPUTS",
+    "EngineStats",
+    "ProcessorEngine",
+    "SpecResolver",
+]
+
 log = get_logger(__name__)
 
 #: Topics the processor consumes: everything that can advance an agent.

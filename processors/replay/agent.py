@@ -18,6 +18,18 @@ from agentstream.processors.core.state import AgentState
 from agentstream.processors.replay.history import AgentHistory
 from agentstream.schemas.events import Event
 
+__all__ = [
+    "AgentReplay",
+    "Change",
+    "OutputDiff",
+    "StepDiff",
+    "Verdict",
+    "as_json",
+    "compare",
+    "diff_outputs",
+    "replay_agent",
+]
+
 Verdict = Literal["same", "changed", "missing", "new"]
 
 

@@ -23,6 +23,13 @@ from agentstream.streams.topics import (
     TopicSpec,
 )
 
+__all__ = [
+    "PROCESSOR_OUTPUTS",
+    "AgentHistory",
+    "Recorded",
+    "read_history",
+]
+
 #: What the processor emits (everything it writes but its state changelog and the DLQ).
 PROCESSOR_OUTPUTS: tuple[TopicSpec, ...] = (MODEL_CALLS, TOOL_CALLS, APPROVAL_REQUESTS, OUTCOMES)
 

@@ -22,6 +22,11 @@ from agentstream.processors.core.spec import AgentSpec
 from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import Event
 
+__all__ = [
+    "Queued",
+    "processor_order",
+]
+
 
 @dataclass(frozen=True, order=True)
 class Queued:

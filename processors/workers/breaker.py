@@ -17,6 +17,14 @@ from enum import StrEnum
 
 from agentstream.streams.runtime.logs import get_logger
 
+__all__ = [
+    "BreakerPolicy",
+    "BreakerRegistry",
+    "BreakerState",
+    "CircuitBreaker",
+    "StateListener",
+]
+
 log = get_logger(__name__)
 
 

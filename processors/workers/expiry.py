@@ -42,6 +42,12 @@ from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
 from agentstream.streams.topics import APPROVAL_DECISIONS, APPROVAL_REQUESTS, OUTCOMES
 
+__all__ = [
+    "DEFAULT_GROUP",
+    "ApprovalTimer",
+    "TimerStats",
+]
+
 log = get_logger(__name__)
 
 DEFAULT_GROUP = "agentstream-approval-timer"

@@ -23,6 +23,15 @@ from agentstream.schemas.errors import ConfigurationError
 from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.runtime.settings import Settings
 
+__all__ = [
+    "SESSION_TIMEOUT_S",
+    "broker_credentials",
+    "broker_urls",
+    "idempotence_granted",
+    "quiet_faust_logging",
+    "worker_app",
+]
+
 log = get_logger(__name__)
 
 SESSION_TIMEOUT_S = 6.0

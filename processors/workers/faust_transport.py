@@ -19,6 +19,10 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from agentstream.streams.runtime.logs import get_logger
 
+__all__ = [
+    "Transport",
+]
+
 log = get_logger(__name__)
 
 

@@ -40,6 +40,13 @@ from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
 from agentstream.streams.topics import DLQ, TopicSpec, topic_for
 
+__all__ = [
+    "STARTUP_TIMEOUT_S",
+    "FaustCallWorker",
+    "Handler",
+    "WorkerStats",
+]
+
 log = get_logger(__name__)
 
 #: how long a worker may take to join its group and be assigned before it gives up and exits

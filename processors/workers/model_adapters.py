@@ -10,6 +10,12 @@ from typing import Any, Protocol
 from agentstream.processors.errors import ProviderError
 from agentstream.schemas.events import ModelCallRequested, TokenUsage, ToolCallIntent
 
+__all__ = [
+    "ModelAdapter",
+    "ModelRequest",
+    "ModelResponse",
+]
+
 
 @dataclass(frozen=True)
 class ModelRequest:

@@ -25,6 +25,13 @@ from agentstream.processors.workers.retry import (
 from agentstream.schemas.events import ModelCallCompleted, ModelCallFailed, ModelCallRequested
 from agentstream.streams.runtime.logs import get_logger
 
+__all__ = [
+    "RESULT_PURPOSE",
+    "SOURCE",
+    "ModelExecutor",
+    "ModelResult",
+]
+
 log = get_logger(__name__)
 
 ModelResult = ModelCallCompleted | ModelCallFailed

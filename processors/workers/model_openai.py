@@ -12,6 +12,11 @@ from agentstream.processors.errors import ProviderError
 from agentstream.processors.workers.model_adapters import ModelRequest, ModelResponse
 from agentstream.schemas.events import TokenUsage, ToolCallIntent
 
+__all__ = [
+    "OpenAICompatibleModel",
+    "parse_completion",
+]
+
 #: Statuses another attempt may get past: rate limits, overload, gateway trouble.
 _RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 #: Our parameters that mean something to the worker, not to the provider.

@@ -26,6 +26,14 @@ from agentstream.processors.errors import ProviderError
 from agentstream.processors.workers.model_adapters import ModelRequest, ModelResponse
 from agentstream.schemas.events import TokenUsage, ToolCallIntent
 
+__all__ = [
+    "BUILTIN_SCRIPTS",
+    "SUPPORT_SCRIPT",
+    "Script",
+    "ScriptRule",
+    "ScriptedModel",
+]
+
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 
 

@@ -24,6 +24,13 @@ from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde
 from agentstream.streams.topics import MODEL_CALLS
 
+__all__ = [
+    "DEFAULT_GROUP",
+    "SCRIPTED",
+    "ModelWorker",
+    "ProviderConfig",
+]
+
 log = get_logger(__name__)
 
 DEFAULT_GROUP = "agentstream-model-worker"

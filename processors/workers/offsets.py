@@ -12,6 +12,11 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+__all__ = [
+    "InOrderAcks",
+    "Item",
+]
+
 Item = TypeVar("Item")
 
 

@@ -7,6 +7,10 @@ import asyncio
 import time
 from collections.abc import Callable
 
+__all__ = [
+    "TokenBucket",
+]
+
 
 class TokenBucket:
     """``rate`` tokens per second, at most ``burst`` saved up; ``acquire`` waits for one."""

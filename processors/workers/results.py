@@ -12,6 +12,13 @@ from typing import Any, TypeVar
 from agentstream.processors.core.ids import derived_id
 from agentstream.schemas.events import Envelope, Event
 
+__all__ = [
+    "E",
+    "encodable",
+    "result_envelope",
+    "result_event_id",
+]
+
 E = TypeVar("E", bound=Event)
 _REPLACEMENT = "\ufffd"
 

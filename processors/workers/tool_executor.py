@@ -33,6 +33,15 @@ from agentstream.schemas.errors import ConfigurationError
 from agentstream.schemas.events import ToolCallCompleted, ToolCallFailed, ToolCallRequested
 from agentstream.streams.runtime.logs import get_logger
 
+__all__ = [
+    "MAX_RESULT_CHARS",
+    "RESULT_PURPOSE",
+    "SOURCE",
+    "ToolExecutor",
+    "ToolResult",
+    "tools_of",
+]
+
 log = get_logger(__name__)
 
 ToolResult = ToolCallCompleted | ToolCallFailed

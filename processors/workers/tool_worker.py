@@ -17,6 +17,11 @@ from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde
 from agentstream.streams.topics import TOOL_CALLS
 
+__all__ = [
+    "DEFAULT_GROUP",
+    "ToolWorker",
+]
+
 log = get_logger(__name__)
 
 DEFAULT_GROUP = "agentstream-tool-worker"

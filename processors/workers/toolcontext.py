@@ -9,6 +9,14 @@ from dataclasses import dataclass
 
 from agentstream.schemas.errors import AgentStreamError
 
+__all__ = [
+    "CallContext",
+    "current_call",
+    "enter_call",
+    "exit_call",
+    "idempotency_key",
+]
+
 
 @dataclass(frozen=True)
 class CallContext:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gc
 
+__all__ = [
+    "collect_rarely",
+]
+
 
 def collect_rarely() -> None:
     """For a process that runs a processor, a projector or a rebuild.

@@ -24,6 +24,16 @@ from agentstream.streams.runtime import metrics, tracing
 from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.runtime.settings import Settings
 
+__all__ = [
+    "ASSIGNED",
+    "CAUGHT_UP",
+    "RESTORED",
+    "HealthServer",
+    "Readiness",
+    "observability",
+    "start_health_server",
+]
+
 ASSIGNED = "assigned"
 RESTORED = "restored"
 CAUGHT_UP = "caught_up"

@@ -10,6 +10,15 @@ from typing import Literal, TextIO, cast
 
 import structlog
 
+__all__ = [
+    "KAFKA_LOGGER",
+    "bind_context",
+    "clear_context",
+    "configure_logging",
+    "get_logger",
+    "log_to_file",
+]
+
 _configured = False
 
 

@@ -19,6 +19,30 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from agentstream.streams.runtime.logs import get_logger
 
+__all__ = [
+    "APPROVALS_EXPIRED",
+    "BATCH_SECONDS",
+    "BREAKER_STATE",
+    "CALL_RETRIES",
+    "CALL_SECONDS",
+    "CONSUMER_LAG",
+    "DEAD_LETTERS",
+    "EVENTS_CONSUMED",
+    "EVENTS_PRODUCED",
+    "INGRESS_REQUESTS",
+    "PROJECTOR_BATCH_EVENTS",
+    "PROJECTOR_COMMIT_SECONDS",
+    "TOKENS",
+    "TRANSITION_SECONDS",
+    "count_batch",
+    "count_tokens",
+    "lag_from_statistics",
+    "observe_call",
+    "partition_lags",
+    "set_breakers",
+    "use_agent_label",
+]
+
 #: Call latencies: tools and models answer in milliseconds to minutes.
 _CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 #: Per-event work of the state machine: microseconds.

@@ -21,6 +21,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.streams.runtime.logs import KAFKA_LOGGER
 
+__all__ = [
+    "DevStackRecord",
+    "KafkaConfig",
+    "Settings",
+    "agentstream_home",
+    "clear_dev_stack",
+    "dev_stack_file",
+    "load_settings",
+    "read_dev_stack",
+    "write_dev_stack",
+]
+
 #: librdkafka configuration, as confluent-kafka's clients take it (``logger`` is a Python logger).
 KafkaConfig = dict[str, str | int | float | bool | logging.Logger]
 

@@ -30,6 +30,20 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.streams.runtime.logs import get_logger
 
+__all__ = [
+    "MEMORY_SIZE",
+    "TRACEPARENT",
+    "TraceMemory",
+    "child_span",
+    "derived_traceparent",
+    "enabled",
+    "parse",
+    "setup_tracing",
+    "shutdown_tracing",
+    "trace_id_of",
+    "traceparent_of",
+]
+
 TRACEPARENT = "traceparent"
 _VALID = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _LENGTH = 55
