@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from agentstream.projections.migrate import migrate
 from agentstream.projections.projector import SOURCE, projected_topics
 from agentstream.projections.writer import PROJECTION, ApplyResult, BatchWriter, Unwritable
 from agentstream.schemas.errors import ConfigurationError
+from agentstream.streams.consumer import reader_config
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.log_end import places_with_records
 from agentstream.streams.producer import AgentStreamProducer
@@ -109,14 +109,7 @@ class _Shadow:
         self.stored: dict[Key, int] = {}
         self.records = 0
         self.applied = 0
-        self.consumer = Consumer(
-            {
-                **settings.kafka_config(),
-                "group.id": f"agentstream-rebuild-{uuid.uuid4()}",  # never joined nor committed
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
-        )
+        self.consumer = Consumer(reader_config(settings, "rebuild"))
 
     def _unwritable(self, prepared: Prepared, refused: list[Unwritable]) -> None:
         self.intake.dead_letter_unwritable(refused, prepared)

@@ -3,6 +3,7 @@ yields decoded records with their position and routes bad ones to the DLQ."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -27,6 +28,7 @@ __all__ = [
     "Consumed",
     "EventConsumer",
     "group_config",
+    "reader_config",
 ]
 
 log = get_logger(__name__)
@@ -42,6 +44,29 @@ SESSION_TIMEOUT_MS = 6000
 #: cooperative-sticky: it does not co-partition, and on the embedded broker a member that joins
 #: gets nothing and what the others gave up is never handed back.
 ASSIGNMENT = "range"
+
+
+def reader_config(
+    settings: Settings,
+    purpose: str,
+    *,
+    eof: bool = True,
+    fetch_wait_ms: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The configuration of a consumer that assigns itself partitions and never joins a group or
+    commits (restores, scans, replays, tools), declared once. Its group id is unique, only
+    because librdkafka wants one. ``eof`` reports each partition's end; ``fetch_wait_ms`` bounds
+    a fetch's wait for data (librdkafka's 500 ms would stall a read that follows the log's end).
+    """
+    return {
+        **settings.kafka_config(),
+        "group.id": f"agentstream-{purpose}-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": eof,
+        **({"fetch.wait.max.ms": fetch_wait_ms} if fetch_wait_ms is not None else {}),
+        **(extra or {}),
+    }
 
 
 def group_config(

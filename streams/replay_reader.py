@@ -9,7 +9,6 @@ commits: operators' reads never disturb the services. The embedded broker answer
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
+from agentstream.streams.consumer import reader_config
 from agentstream.streams.log_end import read_to_end
 from agentstream.streams.runtime.settings import Settings
 
@@ -133,16 +133,7 @@ class TopicReader:
     def __init__(self, settings: Settings, *, timeout: float = 15.0) -> None:
         self.settings = settings
         self.timeout = timeout
-        self._consumer = Consumer(
-            {
-                **settings.kafka_config(),
-                "group.id": f"agentstream-replay-{uuid.uuid4().hex[:8]}",  # never joined
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                # reads end at the log's end: a fetch there should not wait 500 ms for data
-                "fetch.wait.max.ms": 20,
-            }
-        )
+        self._consumer = Consumer(reader_config(settings, "replay", fetch_wait_ms=20))
 
     def existing(self, topics: Sequence[str]) -> dict[str, int]:
         """The partition count of each of ``topics`` that exists."""

@@ -4,7 +4,6 @@ approvals inbox until the PostgreSQL projections serve it)."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -12,6 +11,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from agentstream.schemas.errors import ServiceUnavailableError
 from agentstream.schemas.events import AvroRecord
+from agentstream.streams.consumer import reader_config
 from agentstream.streams.log_end import Place, log_ends, read_to_end
 from agentstream.streams.producer import Headers, message_headers
 from agentstream.streams.runtime.settings import Settings
@@ -56,14 +56,7 @@ def scan_topics(
 ) -> list[Scanned]:
     """Every decodable record of the topics up to their end as of the call (undecodable ones
     are skipped: consumers of those topics dead-letter them)."""
-    consumer = Consumer(
-        {
-            **settings.kafka_config(),
-            "group.id": f"agentstream-scan-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
+    consumer = Consumer(reader_config(settings, "scan"))
     try:
         ends = log_ends(consumer, _places(consumer, settings, specs, timeout), timeout)
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])

@@ -339,9 +339,7 @@ class ProcessorEngine(Service):
     def _restore(self, partitions: set[int]) -> tuple[dict[int, dict[str, AgentState]], int]:
         """The last snapshot of each agent wins; outboxes written after their partition's last
         marker are sent again, then the partitions are marked."""
-        found = read_changelog(
-            self.settings, self.serde, self._state_topic, partitions, f"{self.group_id}-restore"
-        )
+        found = read_changelog(self.settings, self.serde, self._state_topic, partitions)
         self._begin()
         resent = 0
         for partition, changelog in found.items():

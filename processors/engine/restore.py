@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from agentstream.processors.core.state import AgentState
 from agentstream.schemas.errors import ServiceUnavailableError
 from agentstream.schemas.events import AgentStateSnapshot, ChangelogMarker, OutboxRecord
+from agentstream.streams.consumer import reader_config
 from agentstream.streams.log_end import log_ends, read_to_end
 from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.runtime.settings import Settings
@@ -70,18 +71,11 @@ class ChangelogPartition:
 
 
 def read_changelog(
-    settings: Settings, serde: EventSerde, topic: str, partitions: set[int], group_id: str
+    settings: Settings, serde: EventSerde, topic: str, partitions: set[int]
 ) -> dict[int, ChangelogPartition]:
     """Read the changelog partitions from the beginning to their current end."""
     found: dict[int, ChangelogPartition] = {p: ChangelogPartition() for p in partitions}
-    reader = Consumer(
-        {
-            **settings.kafka_config(),
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
+    reader = Consumer(reader_config(settings, "restore"))
     try:
         ends = log_ends(reader, [(topic, p) for p in partitions], timeout=10)
         reader.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.schemas.events import AgentInput, Event
+from agentstream.streams.consumer import group_config
 from agentstream.streams.producer import AgentStreamProducer, new_input
 from agentstream.streams.runtime.settings import load_settings
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
@@ -125,13 +126,11 @@ def tail(
         raise ConfigurationError(f"unknown topic(s) {unknown}", hint=f"choose from {sorted(known)}")
     serde = EventSerde(registry_client(settings.require_schema_registry_url()))
     consumer = Consumer(
-        {
-            **settings.kafka_config(),
-            "group.id": f"agentstream-tail-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "session.timeout.ms": 6000,
-        }
+        group_config(
+            settings,
+            f"agentstream-tail-{uuid.uuid4()}",
+            extra={"auto.offset.reset": "earliest" if from_beginning else "latest"},
+        )
     )
     consumer.subscribe([settings.topic(n) for n in names])
     shown = 0

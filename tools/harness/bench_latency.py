@@ -18,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from agentstream.processors.loading import DEFAULT_SPEC
 from agentstream.schemas.errors import EmbeddedStackError
 from agentstream.schemas.events import RunCompleted, RunFailed
+from agentstream.streams.consumer import reader_config
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.topics import INPUTS, OUTCOMES
@@ -112,12 +113,7 @@ class _Outcomes:
         self.failed = 0
         self._stop = threading.Event()
         self._consumer = Consumer(
-            {
-                **settings.kafka_config(),
-                "group.id": f"bench-outcomes-{uuid.uuid4().hex[:6]}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-            }
+            reader_config(settings, "bench-outcomes", eof=False, fetch_wait_ms=5)
         )
         self._consumer.assign(
             [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]

@@ -16,6 +16,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from agentstream.schemas.contract import avro_schema
 from agentstream.schemas.errors import DeliveryError
 from agentstream.schemas.events import AvroRecord
+from agentstream.streams.consumer import reader_config
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import admin_client
 from agentstream.tools.harness.bench_workload import Progress, produce_raw, producer
@@ -67,14 +68,7 @@ def kafka(
     sender = producer(settings)
     produced = produce_raw(sender, ((topic, k, v) for k, v in values), on_progress)
     produce_rate = produced.records / produced.seconds
-    reader = Consumer(
-        {
-            **settings.kafka_config(),
-            "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
+    reader = Consumer(reader_config(settings, "bench-raw"))
     try:
         reader.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.partitions)]

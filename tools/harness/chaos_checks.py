@@ -30,6 +30,7 @@ from agentstream.schemas.events import (
     RunCompleted,
     RunFailed,
 )
+from agentstream.streams.consumer import reader_config
 from agentstream.streams.log_end import places_with_records
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
@@ -68,9 +69,7 @@ def wait_for_outcomes(
 def topic_ends(settings: Settings) -> dict[tuple[str, int], int]:
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer(
-        {**settings.kafka_config(), "group.id": "agentstream-ends", "enable.auto.commit": False}
-    )
+    consumer = Consumer(reader_config(settings, "ends", eof=False))
     try:
         metadata = consumer.list_topics(timeout=10)
         ends = {}
@@ -92,14 +91,7 @@ def wait_projection_caught_up(settings: Settings, schema: str, timeout: float) -
     database_url = settings.require_database_url()
     deadline = time.monotonic() + timeout
     previous: dict[tuple[str, int], int] | None = None
-    reader = Consumer(
-        {
-            **settings.kafka_config(),
-            "group.id": "agentstream-ends",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
+    reader = Consumer(reader_config(settings, "ends"))
     try:
         while time.monotonic() < deadline:
             ends = topic_ends(settings)

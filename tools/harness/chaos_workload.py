@@ -16,6 +16,7 @@ from confluent_kafka import Consumer
 
 from agentstream.processors.control.approvals import decide
 from agentstream.schemas.events import AgentInput, ApprovalRequested, AvroRecord, Envelope
+from agentstream.streams.consumer import group_config
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
@@ -100,13 +101,7 @@ class TopicFollower:
     def _run(self) -> None:
         serde = EventSerde(registry_client(self.settings.require_schema_registry_url()))
         consumer = Consumer(
-            {
-                **self.settings.kafka_config(),
-                "group.id": f"{self._thread.name}-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "session.timeout.ms": 6000,
-            }
+            group_config(self.settings, f"{self._thread.name}-{uuid.uuid4().hex[:8]}")
         )
         consumer.subscribe([self.settings.topic(self.topic.name)])
         try:

@@ -29,6 +29,7 @@ from agentstream.schemas.events import (
     RunCompleted,
     RunFailed,
 )
+from agentstream.streams.consumer import reader_config
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde
@@ -174,12 +175,8 @@ def _reader_at_end(settings: Settings) -> Consumer:
     """A reader positioned at the current end of every watched topic before anything is sent:
     no group join to wait for, so events are shown as they happen."""
     consumer = Consumer(
-        {
-            **settings.kafka_config(),
-            "group.id": f"demo-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 20,  # show events as they happen, not in half-second lumps
-        }
+        # Events shown as they happen, not in half-second lumps.
+        reader_config(settings, "demo", eof=False, fetch_wait_ms=20)
     )
     metadata = consumer.list_topics(timeout=10)
     positions = []
