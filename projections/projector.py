@@ -181,11 +181,7 @@ class Projector(Service):
                 settings,
                 group_id,
                 instance_id=instance_id,
-                # Lag per partition for /metrics and /readyz, parsed on the polling thread.
-                extra={
-                    "statistics.interval.ms": 2000,
-                    "stats_cb": metrics.lag_from_statistics("projector", self.readiness.update_lag),
-                },
+                extra=metrics.lag_reporting("projector", self.readiness.update_lag),
             )
         )
 

@@ -201,11 +201,7 @@ class ProcessorEngine(Service):
                 group_id,
                 instance_id=instance_id,
                 low_latency=True,
-                # Lag per partition for /metrics and /readyz, parsed on the polling thread.
-                extra={
-                    "statistics.interval.ms": 2000,
-                    "stats_cb": metrics.lag_from_statistics("processor", self.readiness.update_lag),
-                },
+                extra=metrics.lag_reporting("processor", self.readiness.update_lag),
             )
         )
 

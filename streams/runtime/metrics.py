@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -37,6 +38,7 @@ __all__ = [
     "count_batch",
     "count_tokens",
     "lag_from_statistics",
+    "lag_reporting",
     "observe_call",
     "partition_lags",
     "set_breakers",
@@ -178,6 +180,14 @@ def lag_from_statistics(
             on_lag(lags)
 
     return handle
+
+
+def lag_reporting(
+    service: str, on_lag: Callable[[dict[tuple[str, int], int]], None] | None = None
+) -> dict[str, Any]:
+    """Consumer settings that export the lag of every assigned partition every 2 s (for
+    ``/metrics`` and readiness), parsed on the polling thread."""
+    return {"statistics.interval.ms": 2000, "stats_cb": lag_from_statistics(service, on_lag)}
 
 
 def partition_lags(stats: Mapping[str, object]) -> dict[tuple[str, int], int]:
