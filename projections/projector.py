@@ -13,7 +13,6 @@ continues from there: nothing is skipped and nothing is applied twice.
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 from collections import Counter
@@ -33,6 +32,7 @@ from agentstream.streams.consumer import group_config
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.runtime import metrics
+from agentstream.streams.runtime.backoff import Backoff
 from agentstream.streams.runtime.gc_tuning import collect_rarely
 from agentstream.streams.runtime.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.runtime.logs import get_logger
@@ -55,7 +55,6 @@ __all__ = [
     "PROJECTED_TOPICS",
     "SOURCE",
     "TRANSIENT",
-    "Backoff",
     "Key",
     "Projector",
     "ProjectorStats",
@@ -99,28 +98,6 @@ def tune_for_batches() -> None:
     """
     collect_rarely()
     sys.setswitchinterval(0.001)
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff with jitter: about initial, 2x, 4x ... up to ``maximum`` seconds."""
-
-    initial: float = 0.5
-    maximum: float = 10.0
-    attempts: int = 0
-    failing_since: float | None = None
-
-    def next_delay(self) -> float:
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-        delay = min(self.maximum, self.initial * 2.0**self.attempts)
-        self.attempts += 1
-        return delay * random.uniform(0.75, 1.0)
-
-    def reset(self) -> float | None:
-        """Forget the failures; returns for how long it was failing, if it was."""
-        since, self.failing_since, self.attempts = self.failing_since, None, 0
-        return None if since is None else time.monotonic() - since
 
 
 @dataclass

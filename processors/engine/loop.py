@@ -53,6 +53,7 @@ from agentstream.streams.consumer import group_config
 from agentstream.streams.log_end import log_ends
 from agentstream.streams.producer import Headers, message_headers, record_key
 from agentstream.streams.runtime import metrics, tracing
+from agentstream.streams.runtime.backoff import Backoff
 from agentstream.streams.runtime.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.runtime.service import STOP_TIMEOUT_S, Service
@@ -237,6 +238,7 @@ class ProcessorEngine(Service):
         self.stats.recoveries += 1
         log.warning("batch_failed", error=str(failure), transactional=self.transactional)
         self.readiness.set(RESTORED, False)
+        backoff = Backoff(initial=0.5, maximum=5.0)
         for attempt in itertools.count(1):
             if self.stop_requested:
                 return
@@ -245,7 +247,7 @@ class ProcessorEngine(Service):
             except (KafkaException, DeliveryError) as exc:
                 if _is_fatal(exc):
                     raise
-                pause = min(0.25 * 2**attempt, 5.0)
+                pause = backoff.next_delay()
                 log.warning("recovery_retry", attempt=attempt, error=str(exc), pause_s=pause)
                 self.wait(pause)
                 continue

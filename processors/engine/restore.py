@@ -18,6 +18,7 @@ from agentstream.schemas.errors import ServiceUnavailableError
 from agentstream.schemas.events import AgentStateSnapshot, ChangelogMarker, OutboxRecord
 from agentstream.streams.consumer import reader_config
 from agentstream.streams.log_end import log_ends, read_to_end
+from agentstream.streams.runtime.backoff import Backoff
 from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde
@@ -96,6 +97,7 @@ def committed_offsets(reader: Consumer, partitions: list[TopicPartition]) -> lis
     are no-ops. (Not the AdminClient: its offset listing tripped an assertion in librdkafka 2.x
     while the broker restarted, aborting the process.)"""
     wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+    backoff = Backoff(initial=1.0, maximum=5.0)
     for attempt in range(1, 7):
         try:
             found = reader.committed(wanted, timeout=10)
@@ -104,7 +106,7 @@ def committed_offsets(reader: Consumer, partitions: list[TopicPartition]) -> lis
             if attempt == 6:
                 raise
             log.warning("committed_offsets_retry", attempt=attempt, error=str(exc))
-            time.sleep(min(0.5 * 2**attempt, 5.0))
+            time.sleep(backoff.next_delay())
     # Never committed: from the beginning, as auto.offset.reset says.
     return [
         TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from agentstream.processors.core.spec import RetryPolicy
 from agentstream.processors.errors import CircuitOpenError, WorkerError
 from agentstream.processors.workers.breaker import CircuitBreaker
+from agentstream.streams.runtime.backoff import capped_exponential
 
 __all__ = [
     "Attempted",
@@ -37,10 +38,9 @@ _TRANSIENT: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
 
 def backoff_cap(policy: RetryPolicy, attempt: int) -> float:
     """The longest wait after failed attempt number ``attempt`` (1-based)."""
-    if attempt < 1:
-        raise ValueError("attempts are numbered from 1")
-    exponent = min(attempt - 1, 64)  # keeps the power finite; max_backoff_s caps it anyway
-    return float(min(policy.max_backoff_s, policy.initial_backoff_s * policy.multiplier**exponent))
+    return capped_exponential(
+        policy.initial_backoff_s, policy.max_backoff_s, attempt, policy.multiplier
+    )
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int, rng: random.Random | None = None) -> float:

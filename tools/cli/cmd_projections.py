@@ -60,7 +60,8 @@ def projections_run(
 ) -> None:
     """Run one projector until SIGTERM or Ctrl-C: every agent topic into PostgreSQL."""
     from agentstream.projections.migrate import migrate as apply_migrations
-    from agentstream.projections.projector import Backoff, Projector, tune_for_batches
+    from agentstream.projections.projector import Projector, tune_for_batches
+    from agentstream.streams.runtime.backoff import Backoff
 
     settings = load_settings()
     ensure_topics(settings)
