@@ -36,7 +36,7 @@ from agentstream.streams.runtime.backoff import Backoff
 from agentstream.streams.runtime.gc_tuning import collect_rarely
 from agentstream.streams.runtime.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.runtime.logs import get_logger
-from agentstream.streams.runtime.service import Service
+from agentstream.streams.runtime.service import BatchStats, Service
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.topics import (
@@ -101,13 +101,8 @@ def tune_for_batches() -> None:
 
 
 @dataclass
-class ProjectorStats:
-    batches: int = 0
-    consumed: int = 0
-    applied: int = 0
-    duplicates: int = 0
+class ProjectorStats(BatchStats):
     skipped: int = 0
-    dead_lettered: int = 0
     failures: int = 0
     rewinds: int = 0
 

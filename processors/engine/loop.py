@@ -56,7 +56,7 @@ from agentstream.streams.runtime import metrics, tracing
 from agentstream.streams.runtime.backoff import Backoff
 from agentstream.streams.runtime.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
 from agentstream.streams.runtime.logs import get_logger
-from agentstream.streams.runtime.service import STOP_TIMEOUT_S, Service
+from agentstream.streams.runtime.service import STOP_TIMEOUT_S, BatchStats, Service
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde
 from agentstream.streams.topics import (
@@ -93,12 +93,7 @@ SpecResolver = Callable[[str], AgentSpec]
 
 
 @dataclass
-class EngineStats:
-    batches: int = 0
-    consumed: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
+class EngineStats(BatchStats):
     emitted: int = 0
     restored_agents: int = 0
     #: batches that failed to reach the broker and were run again from the log

@@ -10,12 +10,13 @@ import faulthandler
 import os
 import signal
 import threading
+from dataclasses import dataclass
 from types import FrameType
 
 from agentstream.streams.runtime.health import Readiness
 from agentstream.streams.runtime.logs import get_logger
 
-__all__ = ["EXIT_STOP_TIMED_OUT", "STOP_TIMEOUT_S", "Service"]
+__all__ = ["EXIT_STOP_TIMED_OUT", "STOP_TIMEOUT_S", "BatchStats", "Service"]
 
 log = get_logger(__name__)
 
@@ -23,6 +24,17 @@ log = get_logger(__name__)
 STOP_TIMEOUT_S = 20.0
 #: the exit code of a service the watchdog ended (EX_TEMPFAIL: a supervisor restarts it)
 EXIT_STOP_TIMED_OUT = 75
+
+
+@dataclass
+class BatchStats:
+    """What a service that consumes in batches counts, logged when it stops."""
+
+    batches: int = 0
+    consumed: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
 
 
 class Service:
