@@ -21,12 +21,14 @@ from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.producer import message_headers
 from agentstream.streams.runtime.logs import get_logger
+from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde
-from agentstream.streams.topics import TopicSpec
+from agentstream.streams.topics import DEAD_LETTERED_BY_CONSUMER, TopicSpec
 
 __all__ = [
     "Intake",
     "Prepared",
+    "left_to_consumers",
 ]
 
 log = get_logger(__name__)
@@ -47,6 +49,11 @@ class Prepared:
             self.messages[(event.topic, event.partition, event.offset)] = msg
 
 
+def left_to_consumers(settings: Settings) -> frozenset[str]:
+    """The physical topics whose bad records another service dead-letters."""
+    return frozenset(settings.topic(spec.name) for spec in DEAD_LETTERED_BY_CONSUMER)
+
+
 class Intake:
     """Decodes and checks one message at a time; dead-letters what cannot be projected."""
 
@@ -55,10 +62,14 @@ class Intake:
         serde: EventSerde,
         dead_letters: DeadLetterSink,
         specs: Mapping[str, TopicSpec],
+        left_to_consumers: frozenset[str] = frozenset(),
     ) -> None:
         self.serde = serde
         self.dead_letters = dead_letters
         self.specs = specs
+        #: physical topics whose bad records their own consumer dead-letters, not this intake
+        self.left_to_consumers = left_to_consumers
+        self.left = 0
         self._carried = {
             topic: tuple(t for t in spec.value_types if issubclass(t, Event))
             for topic, spec in specs.items()
@@ -74,7 +85,14 @@ class Intake:
             event = self._decode(msg, topic)
             return SourcedEvent.of(event, topic, partition, offset)
         except Refused as rejected:
-            self._send(msg, rejected.error_class, str(rejected), rejected.event)
+            if topic in self.left_to_consumers:
+                # Dead-lettered by the service that consumes it; projected as nothing here.
+                log.info(
+                    "left_to_consumer", topic=topic, offset=offset, error_class=rejected.error_class
+                )
+                self.left += 1
+            else:
+                self._send(msg, rejected.error_class, str(rejected), rejected.event)
         except ValueError as exc:  # the event cannot be serialized to JSON
             self._send(msg, DeadLetterReason.UNWRITABLE, f"{type(exc).__name__}: {exc}", event)
         return None

@@ -25,7 +25,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from agentstream.projections.database import DEFAULT_SCHEMA
-from agentstream.projections.intake import Intake, Prepared
+from agentstream.projections.intake import Intake, Prepared, left_to_consumers
 from agentstream.projections.writer import ApplyResult, BatchWriter, OffsetsMoved
 from agentstream.schemas.errors import AgentStreamError
 from agentstream.streams.consumer import group_config
@@ -139,7 +139,9 @@ class Projector(Service):
         serde = serde or EventSerde(registry_client(settings.require_schema_registry_url()))
         self._specs = projected_topics(settings)
         self._producer = AgentStreamProducer(settings, serde)
-        self._intake = Intake(serde, DeadLetterSink(self._producer, SOURCE), self._specs)
+        self._intake = Intake(
+            serde, DeadLetterSink(self._producer, SOURCE), self._specs, left_to_consumers(settings)
+        )
         self._writer = BatchWriter(settings.require_database_url(), schema)
         # The writer thread owns the database connection; the main thread consumes meanwhile.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="projector-db")

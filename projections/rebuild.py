@@ -31,7 +31,7 @@ from agentstream.projections.database import (
     offsets_of,
     schema_exists,
 )
-from agentstream.projections.intake import Intake, Prepared
+from agentstream.projections.intake import Intake, Prepared, left_to_consumers
 from agentstream.projections.migrate import migrate
 from agentstream.projections.projector import SOURCE, projected_topics
 from agentstream.projections.writer import PROJECTION, ApplyResult, BatchWriter, Unwritable
@@ -101,7 +101,9 @@ class _Shadow:
         serde = EventSerde(registry_client(settings.require_schema_registry_url()))
         self.producer = AgentStreamProducer(settings, serde)
         self.specs = projected_topics(settings)
-        self.intake = Intake(serde, DeadLetterSink(self.producer, SOURCE), self.specs)
+        self.intake = Intake(
+            serde, DeadLetterSink(self.producer, SOURCE), self.specs, left_to_consumers(settings)
+        )
         self.writer = BatchWriter(database_url, shadow)
         # the writer's connection is used from this one thread only
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild-db")

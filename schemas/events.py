@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agentstream.schemas.contract import NAMESPACE
+from agentstream.schemas.limits import MAX_INPUT_TEXT_BYTES, utf8_size
 
 __all__ = [
     "EVENT_TYPES",
@@ -30,6 +31,7 @@ __all__ = [
     "Envelope",
     "Event",
     "Id",
+    "InputText",
     "Millis",
     "ModelCallCompleted",
     "ModelCallFailed",
@@ -60,6 +62,19 @@ def _to_millis(value: datetime) -> datetime:
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Millis = Annotated[datetime, AfterValidator(_to_millis)]
+
+
+def _input_text(text: str) -> str:
+    size = utf8_size(text)
+    if size > MAX_INPUT_TEXT_BYTES:
+        raise ValueError(
+            f"the text is {size:,} bytes, over the {MAX_INPUT_TEXT_BYTES:,}-byte limit of an "
+            "input (keep documents out of events: send a reference)"
+        )
+    return text
+
+
+InputText = Annotated[str, AfterValidator(_input_text)]
 
 
 class AvroRecord(BaseModel):
@@ -137,7 +152,9 @@ class Event(AvroRecord):
 
 
 class AgentInput(Event):
-    text: str
+    #: at most ``MAX_INPUT_TEXT_BYTES`` in UTF-8: a longer input is refused by every entrance
+    #: (SDK, CLI and ingress say why; the processor dead-letters one from any other producer)
+    text: InputText
     metadata: dict[str, str] = Field(default_factory=dict)
 
 

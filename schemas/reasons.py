@@ -37,6 +37,8 @@ class DeadLetterReason(StrEnum):
     APPROVAL_HASH_MISMATCH = "approval_hash_mismatch"
     APPROVAL_NOT_EXPIRED = "approval_not_expired"
     APPROVAL_EXPIRED = "approval_expired"
+    # The processor: applying the event would make a state no broker stores.
+    STATE_TOO_LARGE = "state_too_large"
     # The projector: a valid event its database refused.
     UNWRITABLE = "unwritable"
 

@@ -39,6 +39,7 @@ from agentstream.streams.runtime.settings import Settings
 __all__ = [
     "APPROVAL_DECISIONS",
     "APPROVAL_REQUESTS",
+    "DEAD_LETTERED_BY_CONSUMER",
     "DLQ",
     "FOREVER",
     "INPUTS",
@@ -112,6 +113,18 @@ DLQ = TopicSpec(
     (DeadLetter,),
     "records that could not be decoded or applied",
     retention_ms=THIRTY_DAYS_MS,
+)
+
+#: Topics whose records a service consumes and dead-letters when they are bad: the processor its
+#: inputs, the workers their requests. Every other reader of them (the projector) leaves a bad
+#: record to that service, so it is dead-lettered once.
+DEAD_LETTERED_BY_CONSUMER: tuple[TopicSpec, ...] = (
+    INPUTS,
+    MODEL_RESULTS,
+    TOOL_RESULTS,
+    APPROVAL_DECISIONS,
+    MODEL_CALLS,
+    TOOL_CALLS,
 )
 
 TOPICS: tuple[TopicSpec, ...] = (

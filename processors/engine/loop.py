@@ -46,12 +46,14 @@ from agentstream.schemas.events import (
     Event,
     OutboxRecord,
 )
+from agentstream.schemas.limits import MAX_RECORD_BYTES
 from agentstream.schemas.reasons import DeadLetterReason
 from agentstream.streams import dlq
 from agentstream.streams.admission import Refused, check_placement
 from agentstream.streams.consumer import group_config
 from agentstream.streams.log_end import log_ends
 from agentstream.streams.producer import Headers, message_headers, record_key
+from agentstream.streams.replay_reader import partition_of
 from agentstream.streams.runtime import metrics, tracing
 from agentstream.streams.runtime.backoff import Backoff
 from agentstream.streams.runtime.health import ASSIGNED, CAUGHT_UP, RESTORED, Readiness
@@ -91,10 +93,15 @@ def _is_fatal(exc: BaseException) -> bool:
 
 SpecResolver = Callable[[str], AgentSpec]
 
+#: the header of a record the processor forwarded to its agent's partition: where it came from
+FORWARDED_FROM = "agentstream.forwarded_from"
+
 
 @dataclass
 class EngineStats(BatchStats):
     emitted: int = 0
+    #: records sent on to their agent's partition (see ``_forward``)
+    forwarded: int = 0
     restored_agents: int = 0
     #: batches that failed to reach the broker and were run again from the log
     recoveries: int = 0
@@ -112,6 +119,11 @@ class _Batch:
     traces: dict[str, list[bytes]] = field(default_factory=dict)
     consumed: Counter[tuple[str, str]] = field(default_factory=Counter)
     produced: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: each agent's state before the batch (None: new), and the events applied to it since
+    before: dict[str, AgentState | None] = field(default_factory=dict)
+    #: records that arrived on another partition than their agent's, for their agent's
+    forwards: list[tuple[str, int, bytes | None, bytes, Headers]] = field(default_factory=list)
+    applied: dict[str, list[tuple[Message, Event]]] = field(default_factory=dict)
 
 
 class ProcessorEngine(Service):
@@ -378,9 +390,25 @@ class ProcessorEngine(Service):
             self.stats.consumed += 1
             self._handle(msg, partition, batch)
         transitioned = time.perf_counter()
+        snapshots = {
+            agent_id: (self._snapshot(state, batch.outboxes.get(agent_id, [])), partition)
+            for agent_id, (state, partition) in batch.states.items()
+        }
+        for agent_id, (value, partition) in list(snapshots.items()):
+            if len(value) > MAX_RECORD_BYTES:
+                del snapshots[agent_id]
+                self._refuse_oversized(batch, agent_id, partition, len(value))
         self._begin()
-        for agent_id, (state, partition) in batch.states.items():
-            self._produce_snapshot(state, partition, batch.outboxes.get(agent_id, []))
+        for agent_id, (value, partition) in snapshots.items():
+            # The partition of the input, not the partitioner's choice: restore reads exactly
+            # the changelog partitions matching the assigned input partitions.
+            self._produce(
+                self._state_topic,
+                agent_id.encode(),
+                value,
+                partition=partition,
+                on_delivery=self._on_snapshot_delivery,
+            )
         self._await_deliveries("state snapshots")
         self._failpoint("after_snapshots")
         for agent_id, outbox in batch.outboxes.items():
@@ -394,6 +422,8 @@ class ProcessorEngine(Service):
                 )
         for key, value, headers in batch.dead_letters:
             self._produce(self._dlq_topic, key, value, headers=headers)
+        for topic, home, key, value, headers in batch.forwards:
+            self._produce(topic, key, value, headers=headers, partition=home)
         self._await_deliveries("outputs")
         self._failpoint("after_outputs")
         self._write_markers()
@@ -440,6 +470,10 @@ class ProcessorEngine(Service):
         assert isinstance(event, Event)  # every type the processor's inputs carry is one
         batch.consumed[(topic, type(event).__name__)] += 1
         agent_id = event.envelope.agent_id
+        home = partition_of(agent_id, self.settings.partitions)
+        if home != partition:
+            self._forward(batch, msg, home)
+            return
         states = self._states.setdefault(partition, {})
         decision = transition(states.get(agent_id), event, self._spec_for(agent_id))
         if isinstance(decision, Duplicate):
@@ -449,6 +483,9 @@ class ProcessorEngine(Service):
             self._dead_letter(batch, msg, decision.error_class, decision.reason, event)
             return
         self.stats.applied += 1
+        if agent_id not in batch.before:
+            batch.before[agent_id] = states.get(agent_id)
+        batch.applied.setdefault(agent_id, []).append((msg, event))
         states[agent_id] = decision.state
         batch.states[agent_id] = (decision.state, partition)
         outbox = batch.outboxes.setdefault(agent_id, [])
@@ -465,9 +502,20 @@ class ProcessorEngine(Service):
             batch.produced[(topic_name, type(emitted).__name__)] += 1
             self.stats.emitted += 1
 
-    def _produce_snapshot(
-        self, state: AgentState, partition: int, outbox: list[OutboxRecord]
-    ) -> None:
+    def _forward(self, batch: _Batch, msg: Message, home: int) -> None:
+        """A record keyed by its agent but on another partition than murmur2 puts it (a producer
+        that kept its client's default partitioner, librdkafka's ``consistent_random`` say):
+        the agent's state and results live on its murmur2 partition, so the record is sent
+        there, as it is, with a header saying where it came from, and applied when it arrives.
+        Forwarded again after a crash, it is a duplicate the state machine drops."""
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        origin = f"{topic}[{partition}]@{offset}".encode()
+        headers = [*message_headers(msg), (FORWARDED_FROM, origin)]
+        batch.forwards.append((topic, home, msg.key(), msg.value() or b"", headers))
+        self.stats.forwarded += 1
+        log.info("record_forwarded", topic=topic, partition=partition, offset=offset, to=home)
+
+    def _snapshot(self, state: AgentState, outbox: list[OutboxRecord]) -> bytes:
         snapshot = AgentStateSnapshot(
             agent_id=state.agent_id,
             tenant_id=state.tenant_id,
@@ -477,16 +525,34 @@ class ProcessorEngine(Service):
             updated_at=state.updated_at or datetime.now(UTC),
             outbox=outbox,
         )
-        value = self.serde.encode(self._state_topic, snapshot)
-        # The partition of the input, not the partitioner's choice: restore reads exactly the
-        # changelog partitions matching the assigned input partitions.
-        self._produce(
-            self._state_topic,
-            state.agent_id.encode(),
-            value,
-            partition=partition,
-            on_delivery=self._on_snapshot_delivery,
-        )
+        return self.serde.encode(self._state_topic, snapshot)
+
+    def _refuse_oversized(self, batch: _Batch, agent_id: str, partition: int, size: int) -> None:
+        """A state that no broker would store (an agent holding too much text) must not stop
+        the partition: the agent goes back to its state before the batch, and the events that
+        grew it are dead-lettered with the reason, to be redriven once it holds less."""
+        before = batch.before.get(agent_id)
+        states = self._states.setdefault(partition, {})
+        if before is None:
+            states.pop(agent_id, None)
+        else:
+            states[agent_id] = before
+        del batch.states[agent_id]
+        batch.outboxes.pop(agent_id, None)
+        batch.traces.pop(agent_id, None)
+        refused = batch.applied.pop(agent_id, [])
+        self.stats.applied -= len(refused)
+        log.warning("state_too_large", agent_id=agent_id, bytes=size, events=len(refused))
+        for msg, event in refused:
+            self._dead_letter(
+                batch,
+                msg,
+                DeadLetterReason.STATE_TOO_LARGE,
+                f"applied with the rest of its batch, agent {agent_id}'s state snapshot would be "
+                f"{size:,} bytes, over the {MAX_RECORD_BYTES:,}-byte record limit; the agent "
+                "goes on from its state before",
+                event,
+            )
 
     def _failpoint(self, name: str) -> None:
         """Crash tests: die like a SIGKILL at a named point of batch N (off unless set)."""

@@ -23,6 +23,7 @@ from agentstream.processors.workers.retry import (
     is_retryable,
 )
 from agentstream.schemas.events import ModelCallCompleted, ModelCallFailed, ModelCallRequested
+from agentstream.schemas.limits import MAX_RESULT_BYTES, utf8_size
 from agentstream.streams.runtime.logs import get_logger
 
 __all__ = [
@@ -148,6 +149,16 @@ class ModelExecutor:
         attempts: int,
         started: float,
     ) -> ModelResult:
+        size = utf8_size(response.content or "") + sum(
+            utf8_size(call.arguments_json) for call in response.tool_calls
+        )
+        if size > MAX_RESULT_BYTES:
+            too_big = ProviderError(
+                f"the answer is {size:,} bytes, over the {MAX_RESULT_BYTES:,}-byte limit of a "
+                "model result",
+                retryable=False,
+            )
+            return self._failed(event, target, attempts, too_big, started)
         return ModelCallCompleted(
             envelope=result_envelope(
                 event, call_id=event.call_id, purpose=RESULT_PURPOSE, source=SOURCE

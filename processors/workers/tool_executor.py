@@ -31,10 +31,10 @@ from agentstream.processors.workers.retry import (
 from agentstream.processors.workers.toolcontext import CallContext, enter_call, exit_call
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.schemas.events import ToolCallCompleted, ToolCallFailed, ToolCallRequested
+from agentstream.schemas.limits import MAX_RESULT_BYTES, utf8_size
 from agentstream.streams.runtime.logs import get_logger
 
 __all__ = [
-    "MAX_RESULT_CHARS",
     "RESULT_PURPOSE",
     "SOURCE",
     "ToolExecutor",
@@ -48,7 +48,6 @@ ToolResult = ToolCallCompleted | ToolCallFailed
 SOURCE = "tool-worker"
 RESULT_PURPOSE = "tool-result"
 #: Results above this stay out of events (the producer refuses values over 1 MB anyway).
-MAX_RESULT_CHARS = 512_000
 
 
 class _Unusable(WorkerError):
@@ -217,8 +216,12 @@ class ToolExecutor:
         except (TypeError, ValueError) as exc:
             # The side effect happened: report, do not retry.
             return self._failed(request, attempts, exc, started)
-        if len(result_json) > MAX_RESULT_CHARS:
-            too_big = WorkerError(f"the result is {len(result_json)} characters, over the limit")
+        size = utf8_size(result_json)
+        if size > MAX_RESULT_BYTES:
+            too_big = WorkerError(
+                f"the result is {size:,} bytes, over the {MAX_RESULT_BYTES:,}-byte limit of a "
+                "tool result (return a reference to large data)"
+            )
             return self._failed(request, attempts, too_big, started)
         return ToolCallCompleted(
             envelope=result_envelope(

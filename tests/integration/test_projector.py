@@ -43,6 +43,7 @@ from agentstream.schemas.events import (
     ApprovalRequested,
     DeadLetter,
     Event,
+    RunCompleted,
     ToolCallCompleted,
 )
 from agentstream.streams.producer import AgentStreamProducer
@@ -355,6 +356,12 @@ def test_bad_records_go_to_the_dlq_and_the_rest_is_projected(
         service.wait_for_log("partitions_assigned")
         produce(isolated, good[:100])
         with AgentStreamProducer(isolated) as producer:
+            # On the outcomes topic only the projector reads what it cannot project; on the
+            # inputs topic the processor dead-letters it, and the projector leaves it to it.
+            outcomes = isolated.topic("agent.outcomes")
+            producer.produce_raw(outcomes, b"agent-x", b"\x00\x00\x0f\x12\x06garbage")
+            outcome = next(p.event for p in good if isinstance(p.event, RunCompleted))
+            producer.produce_raw(outcomes, b"agent-z", producer.encode(outcome, outcomes))
             inputs = isolated.topic("agent.inputs")
             producer.produce_raw(inputs, b"agent-x", b"\x00\x00\x0f\x12\x06garbage")
             mismatched = agent_input("agent-y")
@@ -372,6 +379,7 @@ def test_bad_records_go_to_the_dlq_and_the_rest_is_projected(
     assert "surrogate" in by_class["unwritable"].reason
     assert by_class["unwritable"].event_id == unwritable.envelope.event_id
     assert all(letter.source == "projector" for letter in by_class.values())
+    assert not any(letter.original_topic == isolated.topic("agent.inputs") for letter in letters)
     assert sorted(stored_event_ids(database_url, schema)) == sorted(
         p.event.envelope.event_id for p in good
     )

@@ -69,7 +69,13 @@ def dev_up(
                     flush=True,
                 )
                 while True:
-                    running.check()
+                    for service in running.check():
+                        err.print(
+                            f"[red]the {service.name} keeps crashing[/red] "
+                            f"({service.restarts} restarts): left stopped, the rest of the stack "
+                            f"stays up with its data. Its log: {service.log_path}\n"
+                            f"{service.log_tail(8)}"
+                        )
                     time.sleep(0.5)
             finally:
                 clear_dev_stack(os.getpid())

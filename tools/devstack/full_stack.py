@@ -12,7 +12,7 @@ from pathlib import Path
 from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import ensure_topics
-from agentstream.tools.devstack.services import ServiceCommand, ServiceSupervisor
+from agentstream.tools.devstack.services import Service, ServiceCommand, ServiceSupervisor
 from agentstream.tools.devstack.stack import BrokerKind, EmbeddedStack, StackEndpoints
 
 log = get_logger(__name__)
@@ -39,10 +39,11 @@ class RunningStack:
     supervisor: ServiceSupervisor | None
     ready_seconds: float
 
-    def check(self) -> None:
+    def check(self) -> list[Service]:
+        """Fails if the broker or the database died; restarts crashed services and returns
+        those it gave up on (the stack stays up without them)."""
         self.stack.check_alive()
-        if self.supervisor is not None:
-            self.supervisor.check()
+        return self.supervisor.check() if self.supervisor is not None else []
 
 
 @contextmanager

@@ -39,7 +39,11 @@ class Service:
         self.env = env
         self.log_path = workdir / f"{command.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        #: restarts since the service last ran for a while (a crash loop counts up)
         self.restarts = 0
+        #: set when it kept crashing: not restarted any more, the rest of the stack stays up
+        self.given_up = False
+        self.started_at = 0.0
         self._log_offset = 0
 
     @property
@@ -50,6 +54,7 @@ class Service:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = [sys.executable, "-m", "agentstream.tools.cli.app", *self.command.args]
         self.proc = stack_process.spawn(argv, log_path=self.log_path, env=self.env)
+        self.started_at = time.monotonic()
 
     def is_ready(self) -> bool:
         """Whether the current incarnation logged its ready line."""
@@ -90,6 +95,11 @@ class Service:
 
     def log_tail(self, lines: int = 20) -> str:
         return stack_process.log_tail(self.log_path, lines)
+
+
+#: restarts in a row, each shorter than ``STEADY_S``, after which a service is given up on
+CRASH_LOOP = 5
+STEADY_S = 60.0
 
 
 class ServiceSupervisor:
@@ -137,21 +147,32 @@ class ServiceSupervisor:
         self.services.remove(service)
         return service.stop()
 
-    def check(self) -> None:
-        """Restart any service that exited; give up on one that keeps crashing."""
+    def check(self) -> list[Service]:
+        """Restart any service that exited. One that keeps crashing (``CRASH_LOOP`` restarts,
+        none of them lasting ``STEADY_S``) is given up on and returned, once: the others, the
+        broker and the database stay up, so nothing of the stack's data is thrown away."""
+        given_up = []
         for service in self.services:
-            if service.proc is None or service.alive():
+            if service.proc is None or service.given_up or service.alive():
                 continue
-            if service.restarts >= 5:
-                raise EmbeddedStackError(
-                    f"the {service.name} keeps crashing:\n"
-                    f"{stack_process.log_tail(service.log_path)}"
+            if time.monotonic() - service.started_at >= STEADY_S:
+                service.restarts = 0
+            if service.restarts >= CRASH_LOOP:
+                service.given_up = True
+                log.error(
+                    "service_given_up",
+                    service=service.name,
+                    restarts=service.restarts,
+                    log=str(service.log_path),
                 )
+                given_up.append(service)
+                continue
             log.warning(
                 "service_restarted", service=service.name, exit_code=service.proc.returncode
             )
             service.restarts += 1
             service.start()
+        return given_up
 
     def check_alive(self) -> None:
         """Fail on any service that exited (where a restart would hide a crash)."""

@@ -39,11 +39,12 @@ QUESTIONS = (
 )
 APPROVER = "chaos-approver"
 
-#: Which services dead-letter a bad record on each topic (the projector reads them all).
+#: Which service dead-letters a bad record on each topic: its consumer, once (the projector,
+#: which reads them all, leaves them to it).
 DEAD_LETTERED_BY = {
-    INPUTS.name: frozenset({"processor", "projector"}),
-    TOOL_CALLS.name: frozenset({"tool_worker", "projector"}),
-    MODEL_CALLS.name: frozenset({"model_worker", "projector"}),
+    INPUTS.name: frozenset({"processor"}),
+    TOOL_CALLS.name: frozenset({"tool_worker"}),
+    MODEL_CALLS.name: frozenset({"model_worker"}),
 }
 
 
