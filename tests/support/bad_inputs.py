@@ -280,8 +280,24 @@ def _decide_via_client(ctx: Context, call_id: str, hash_: str, approver: str = "
     )
 
 
-def _oversized(ctx: Context) -> object:
-    return ctx.producer.send(now_input("big-1", "x" * 1_500_000))
+def _oversized_text(ctx: Context) -> object:
+    """Built past the model's own check, as a careless caller might: send validates again."""
+    big = AgentInput.model_construct(envelope=envelope("big-1"), text="x" * 1_500_000, metadata={})
+    return ctx.producer.send(big)
+
+
+def _oversized_metadata(ctx: Context) -> object:
+    metadata = {f"k{i}": "x" * 1000 for i in range(1500)}
+    return ctx.producer.send(now_input("big-2", "hi").model_copy(update={"metadata": metadata}))
+
+
+def _input_over_the_text_limit(ctx: Context) -> Raw:
+    """A valid record of the contract's schema whose text is over the contract's limit: what a
+    producer without agentstream's SDK can write."""
+    big = AgentInput.model_construct(
+        envelope=now_input("bad-long", "x").envelope, text="x" * 600_000, metadata={}
+    )
+    return b"bad-long", ctx.encode(big, INPUTS)
 
 
 # -- the corpus --------------------------------------------------------------------------------
@@ -390,6 +406,12 @@ CORPUS = Corpus(
             APPROVAL_REQUESTS,
             lambda c: (b"bad-areq", b"\x00\x7f\xff\xff\xf0garbage"),
             {PROJECTOR: "unknown_schema_id"},
+        ),
+        TopicCase(
+            "input_text_over_the_limit",
+            INPUTS,
+            _input_over_the_text_limit,
+            _processor("invalid_event"),
         ),
         TopicCase(
             "oversized_garbage",
@@ -585,7 +607,8 @@ CORPUS = Corpus(
             SerializationError,
             "invalid AgentInput",
         ),
-        SdkCase("sdk_oversized_payload", _oversized, SerializationError, "byte limit"),
+        SdkCase("sdk_oversized_text", _oversized_text, SerializationError, "limit of an input"),
+        SdkCase("sdk_oversized_payload", _oversized_metadata, SerializationError, "byte limit"),
         SdkCase(
             "sdk_lone_surrogate_in_text",
             lambda c: c.producer.send(now_input("surrogate-2", "bad \ud800 text")),
