@@ -25,6 +25,7 @@ class DeadLetterReason(StrEnum):
     MISSING_KEY = "missing_key"
     INVALID_KEY = "invalid_key"
     KEY_MISMATCH = "key_mismatch"
+    CLOCK_AHEAD = "clock_ahead"
     # The state machine: an event that does not fit the agent's state.
     WRONG_AGENT = "wrong_agent"
     NOT_AN_INPUT = "not_an_input"

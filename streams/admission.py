@@ -8,14 +8,24 @@ processor, the workers, the projector and the typed consumer.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+
 from agentstream.schemas.errors import AgentStreamError
 from agentstream.schemas.events import AvroRecord, Event
 from agentstream.schemas.reasons import DeadLetterReason
 
 __all__ = [
+    "MAX_CLOCK_AHEAD",
     "Refused",
+    "check_clock",
     "check_placement",
 ]
+
+#: how far an event's own time may be ahead of its record's timestamp (the producing client's
+#: clock when it sent it, or the broker's with LogAppendTime)
+MAX_CLOCK_AHEAD = timedelta(seconds=60)
 
 
 class Refused(AgentStreamError):
@@ -60,4 +70,25 @@ def check_placement(
             ) from None
         raise Refused(
             DeadLetterReason.KEY_MISMATCH, f"key {text!r} is not the agent_id {agent_id!r}", event
+        )
+
+
+def check_clock(event: Event, timestamp: tuple[int, int]) -> None:
+    """Raise :class:`Refused` if ``event`` says it happened later than ``MAX_CLOCK_AHEAD`` after
+    its record was produced (``timestamp``: the record's, as confluent-kafka gives it). The
+    state machine takes an event's time for "now": one stamped in the future would end other
+    runs as past their deadline, or decide an approval's expiry, by one producer's clock."""
+    kind, millis = timestamp
+    if kind == TIMESTAMP_NOT_AVAILABLE or millis <= 0:
+        return
+    produced = datetime.fromtimestamp(millis / 1000, UTC)
+    ahead = event.envelope.occurred_at - produced
+    if ahead > MAX_CLOCK_AHEAD:
+        raise Refused(
+            DeadLetterReason.CLOCK_AHEAD,
+            f"occurred_at {event.envelope.occurred_at.isoformat()} is "
+            f"{ahead.total_seconds():,.0f} s after the record was produced "
+            f"({produced.isoformat()}); producers' clocks must agree within "
+            f"{MAX_CLOCK_AHEAD.total_seconds():.0f} s",
+            event,
         )

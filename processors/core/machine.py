@@ -111,7 +111,8 @@ class _Step:
             run_id=run.run_id,
             correlation_id=run.correlation_id,
             causation_id=cause.event_id,
-            occurred_at=cause.occurred_at,
+            # Never before its run started, whatever the clock of the result's producer said.
+            occurred_at=max(cause.occurred_at, run.started_at),
             source=SOURCE,
         )
 

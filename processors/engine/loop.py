@@ -49,7 +49,7 @@ from agentstream.schemas.events import (
 from agentstream.schemas.limits import MAX_RECORD_BYTES
 from agentstream.schemas.reasons import DeadLetterReason
 from agentstream.streams import dlq
-from agentstream.streams.admission import Refused, check_placement
+from agentstream.streams.admission import Refused, check_clock, check_placement
 from agentstream.streams.consumer import group_config
 from agentstream.streams.log_end import log_ends
 from agentstream.streams.producer import Headers, message_headers, record_key
@@ -464,6 +464,8 @@ class ProcessorEngine(Service):
             return
         try:
             check_placement(event, topic, self._carries.get(topic, ()), msg.key())
+            if isinstance(event, Event):
+                check_clock(event, msg.timestamp())
         except Refused as refused:
             self._dead_letter(batch, msg, refused.error_class, str(refused), refused.event)
             return

@@ -12,6 +12,7 @@ from agentstream.processors.engine.loop import PROCESSOR_INPUTS
 from agentstream.processors.replay.order import Queued, processor_order
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.schemas.events import Event
+from agentstream.streams.admission import Refused, check_clock
 from agentstream.streams.replay_reader import OnProgress, TopicReader, partition_of
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde
@@ -133,6 +134,10 @@ def read_history(
                 continue  # the services dead-letter it; it never became part of the history
             if not isinstance(record, Event) or record.envelope.agent_id != agent_id:
                 continue
+            try:
+                check_clock(record, msg.timestamp())
+            except Refused:
+                continue  # the processor dead-lettered it, as above
             item = Recorded(record, logical[topic], msg.partition() or 0, msg.offset() or 0)
             (history.inputs if item.is_input else history.outputs).append(item)
     return history

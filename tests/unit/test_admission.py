@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE
 
 from agentstream.schemas.events import AgentInput, AgentStateSnapshot, AvroRecord, ToolCallCompleted
-from agentstream.streams.admission import Refused, check_placement
+from agentstream.streams.admission import MAX_CLOCK_AHEAD, Refused, check_clock, check_placement
 from tests.support.builders import agent_input
 
 INPUTS: tuple[type[AvroRecord], ...] = (AgentInput,)
@@ -59,3 +62,23 @@ def test_records_that_are_not_agent_events_need_no_key() -> None:
 
 def test_a_key_that_is_not_utf8_is_invalid_key() -> None:
     assert _refusal(agent_input("agent-7"), b"\xff\xfe").error_class == "invalid_key"
+
+
+def _stamped(seconds_ahead: float) -> tuple[AgentInput, tuple[int, int]]:
+    event = agent_input("agent-7")
+    produced = event.envelope.occurred_at - timedelta(seconds=seconds_ahead)
+    return event, (TIMESTAMP_CREATE_TIME, int(produced.timestamp() * 1000))
+
+
+def test_an_event_stamped_ahead_of_its_record_is_refused_with_the_skew() -> None:
+    event, timestamp = _stamped(3600)
+    with pytest.raises(Refused) as caught:
+        check_clock(event, timestamp)
+    assert caught.value.error_class == "clock_ahead"
+    assert "3,600 s after the record was produced" in str(caught.value)
+
+
+def test_small_skews_and_past_stamps_and_missing_timestamps_pass() -> None:
+    for seconds in (-86_400, 0, MAX_CLOCK_AHEAD.total_seconds() - 1):
+        check_clock(*_stamped(seconds))
+    check_clock(agent_input("agent-7"), (TIMESTAMP_NOT_AVAILABLE, 0))

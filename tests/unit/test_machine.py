@@ -367,3 +367,18 @@ def test_evolve_is_model_copy_with_an_update() -> None:
         assert value != copied  # the original is left as it was
         with pytest.raises(ValidationError):  # and the copy is as frozen
             copied.__setattr__(next(iter(update)), None)
+
+
+def test_nothing_a_run_emits_is_stamped_before_the_run_started() -> None:
+    first = agent_input()
+    d1 = transition(None, first, SPEC)
+    request = only(d1, ModelCallRequested)
+    # A worker whose clock is an hour behind answers.
+    answer = model_answer(request)
+    early = answer.envelope.model_copy(
+        update={"occurred_at": first.envelope.occurred_at - timedelta(hours=1)}
+    )
+    d2 = transition(d1.state, answer.model_copy(update={"envelope": early}), SPEC)
+    assert d2.emits, "the answer asked for a tool"
+    started = first.envelope.occurred_at
+    assert all(e.envelope.occurred_at >= started for e in d2.emits)
