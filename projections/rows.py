@@ -267,7 +267,7 @@ def tool_call_status(result_status: str | None, approval: str | None, requested:
     """Mirror of the SQL function ``tool_call_status`` (0002_read_models.sql)."""
     if result_status is not None:
         return result_status
-    if approval in ("denied", "expired"):
+    if approval in ("denied", "expired", "closed"):
         return approval
     if requested or approval == "granted":
         return "requested"

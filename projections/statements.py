@@ -256,17 +256,20 @@ ON CONFLICT (call_id) DO UPDATE SET
 """
 
 # The effective decision is the first one the state machine would accept: the arguments hash
-# matches, a grant or denial comes no later than the deadline, an expiry no earlier.
+# matches, a grant or denial comes no later than the deadline, an expiry no earlier, and none
+# after its run ended. Undecided when its run ended: closed. Looked at again when a decision
+# arrives or when its run ends (in either order).
 DECIDE_APPROVALS = """
 UPDATE approvals a SET
-    status = COALESCE(d.kind, 'pending'),
+    status = COALESCE(d.kind, CASE WHEN d.run_ended IS NULL THEN 'pending' ELSE 'closed' END),
     approver = d.approver,
     comment = d.comment,
     decided_at = d.decided_at,
     decision_event_id = d.event_id
 FROM (
-    SELECT x.call_id, first.*
+    SELECT x.call_id, r.finished_at AS run_ended, first.*
     FROM approvals x
+    LEFT JOIN runs r ON r.run_id = x.run_id AND r.status <> 'running'
     LEFT JOIN LATERAL (
         SELECT e->>'kind' AS kind, e->>'approver' AS approver, e->>'comment' AS comment,
                (e->>'occurred_at')::timestamptz AS decided_at, e->>'event_id' AS event_id
@@ -275,10 +278,12 @@ FROM (
           AND (x.deadline IS NULL OR CASE WHEN e->>'kind' = 'expired'
                    THEN (e->>'occurred_at')::timestamptz >= x.deadline
                    ELSE (e->>'occurred_at')::timestamptz <= x.deadline END)
+          AND (r.finished_at IS NULL OR (e->>'occurred_at')::timestamptz <= r.finished_at)
         ORDER BY n
         LIMIT 1
     ) first ON true
     WHERE x.call_id IN (SELECT call_id FROM incoming_approvals)
+       OR x.run_id IN (SELECT run_id FROM incoming_runs)
 ) d
 WHERE a.call_id = d.call_id
 """
@@ -289,9 +294,9 @@ UPDATE tool_calls t SET
     status = tool_call_status(t.result_status, a.status, t.requested)
 FROM approvals a
 WHERE a.call_id = t.call_id
-  AND t.call_id IN (
+  AND (t.call_id IN (
       SELECT call_id FROM incoming_tool_calls UNION SELECT call_id FROM incoming_approvals
-  )
+  ) OR a.run_id IN (SELECT run_id FROM incoming_runs))
   AND (t.approval IS DISTINCT FROM a.status
        OR t.status <> tool_call_status(t.result_status, a.status, t.requested))
 """

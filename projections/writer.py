@@ -308,8 +308,9 @@ class BatchWriter:
                 cur.execute(q.UPSERT_TOOL_CALLS)
             if rows.approvals:
                 cur.execute(q.UPSERT_APPROVALS)
+            if rows.approvals or rows.runs:  # a run that ended closes its undecided approvals
                 cur.execute(q.DECIDE_APPROVALS)
-            if rows.tool_calls or rows.approvals:
+            if rows.tool_calls or rows.approvals or rows.runs:
                 cur.execute(q.SYNC_TOOL_CALL_APPROVALS)
             if rows.runs or rows.approvals:
                 cur.execute(q.REFRESH_AGENTS)

@@ -41,6 +41,7 @@ from agentstream.schemas.events import (
     ApprovalGranted,
     ApprovalRequested,
     Event,
+    RunFailed,
     ToolCallCompleted,
 )
 from agentstream.streams.topics import topic_for
@@ -285,6 +286,42 @@ def test_the_effective_decision_is_the_one_the_state_machine_accepts(
         ).fetchone()
     assert approval == ("expired", None, expiry.envelope.event_id)
     assert call == ("expired", "expired")
+
+
+@pytest.mark.parametrize("outcome_first", [False, True])
+def test_an_approval_whose_run_ended_undecided_is_closed_not_pending(
+    database_url: str, schema: str, feed: DirectFeed, outcome_first: bool
+) -> None:
+    first, state = drive([make_input("agent-c", 0, "refund please")], world=withhold_approvals)
+    request = next(e for e in first if isinstance(e, ApprovalRequested))
+    # The next input comes after the run's deadline: the run fails, its approval undecided.
+    later, _ = drive(
+        [make_input("agent-c", 1, "hello?", at_s=2 * 86_400)], world=withhold_approvals, state=state
+    )
+    failed = next(e for e in later if isinstance(e, RunFailed))
+    assert failed.envelope.run_id == request.envelope.run_id
+    # A grant after the run ended: recorded, but the state machine never applied it.
+    late_grant = ApprovalGranted(
+        envelope=result_envelope(failed, "late-grant", source="cli"),
+        call_id=request.call_id,
+        arguments_hash=request.arguments_hash,
+        approver="bob",
+    )
+    placed = [Placed(e, topic_for(type(e)).name, 0) for e in (*first, *later, late_grant)]
+    if outcome_first:  # another topic, projected first: the same answer
+        placed.sort(key=lambda p: p.topic != "agent.outcomes")
+    feed.feed(placed, batch_size=3)
+    with connect(database_url, schema) as conn:
+        approval = conn.execute(
+            "SELECT status, approver FROM approvals WHERE call_id = %s", (request.call_id,)
+        ).fetchone()
+        call = conn.execute(
+            "SELECT status, approval FROM tool_calls WHERE call_id = %s", (request.call_id,)
+        ).fetchone()
+        inbox = conn.execute("SELECT count(*) FROM approvals WHERE status = 'pending'").fetchone()
+    assert approval == ("closed", None)
+    assert call == ("closed", "closed")
+    assert inbox == (0,)
 
 
 # -- queries and point in time -----------------------------------------------------------------
