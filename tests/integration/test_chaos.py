@@ -47,7 +47,8 @@ def test_runs_survive_twenty_random_sigkills_of_the_services(
     v = report.verdict
     assert (v.lost, v.duplicated, v.projection_equal) == (0, 0, True)
     assert v.runs == 80 and v.completed + v.failed == 80
-    assert v.dead_letters_expected == 12 and v.dead_letters >= 12
+    # six poison records, each dead-lettered once, by the service that consumes its topic
+    assert v.dead_letters_expected == 6 and v.dead_letters >= 6
     if on_kafka:
         # the projector reads committed records only: no aborted record is in the audit log
         aborted = aborted_positions(isolated)
