@@ -8,6 +8,7 @@ from rich.table import Table
 from agentstream.streams.runtime.settings import (
     load_settings,
 )
+from agentstream.streams.subjects import ensure_subjects
 from agentstream.streams.topics import TopicStatus, describe_topics, ensure_topics
 from agentstream.tools.cli.options import err, out
 
@@ -35,10 +36,17 @@ def _topics_table(title: str, statuses: list[TopicStatus]) -> Table:
 
 @app.command("ensure")
 def topics_ensure() -> None:
-    """Create missing topics and check that agent topics are co-partitioned."""
+    """Create missing topics, check that agent topics are co-partitioned, and register every
+    topic's schemas in the schema registry with the compatibility level it needs."""
     settings = load_settings()
     statuses = ensure_topics(settings)
     out.print(_topics_table(f"topics on {settings.bootstrap_servers}", statuses))
+    subjects = Table(title=f"subjects in {settings.schema_registry_url}")
+    for column in ("subject", "version", "compatibility"):
+        subjects.add_column(column)
+    for subject in ensure_subjects(settings):
+        subjects.add_row(subject.subject, str(subject.version), subject.compatibility)
+    out.print(subjects)
 
 
 @app.command("describe")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.runtime.settings import Settings
+from agentstream.streams.subjects import ensure_subjects
 from agentstream.streams.topics import ensure_topics
 from agentstream.tools.devstack.services import Service, ServiceCommand, ServiceSupervisor
 from agentstream.tools.devstack.stack import BrokerKind, EmbeddedStack, StackEndpoints
@@ -65,6 +66,7 @@ def full_stack(
         settings = Settings(**endpoints.__dict__)
         if services:
             ensure_topics(settings)
+            ensure_subjects(settings)
             migrate(settings.require_database_url())
             supervisor = ServiceSupervisor(
                 dev_services(spec), stack.workdir, _service_environment(endpoints)
