@@ -68,9 +68,29 @@ def migrate(database_url: str, schema: str = DEFAULT_SCHEMA) -> list[str]:
                     applied.append(migration.name)
         except psycopg.OperationalError as exc:
             raise ServiceUnavailableError(f"migration of schema {schema} failed: {exc}") from exc
+        if schema == DEFAULT_SCHEMA:
+            _put_on_search_path(conn, schema)
     if applied:
         log.info("migrations_applied", schema=schema, files=applied)
     return applied
+
+
+def _put_on_search_path(conn: psycopg.Connection[tuple[object, ...]], schema: str) -> None:
+    """The read models on this user's search path in this database, so that psql and other
+    tools of the user find ``runs`` and ``approvals`` unqualified, as the documented SQL writes
+    them. (agentstream's own connections set their schema themselves.)"""
+    try:
+        row = conn.execute("SELECT current_database()").fetchone()
+        database = str(row[0]) if row else ""
+        conn.execute(
+            sql.SQL(
+                'ALTER ROLE CURRENT_USER IN DATABASE {} SET search_path = "$user", public, {}'
+            ).format(sql.Identifier(database), sql.Identifier(schema))
+        )
+        conn.commit()
+    except psycopg.Error as exc:  # a user may not change its own defaults: say so, go on
+        conn.rollback()
+        log.warning("search_path_not_set", schema=schema, error=str(exc))
 
 
 def _apply(conn: psycopg.Connection[tuple[object, ...]], schema: str, migration: Migration) -> bool:

@@ -16,6 +16,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from agentstream.processors.core.machine import fold
+from agentstream.processors.core.ordering import causal_order
 from agentstream.processors.core.spec import AgentSpec
 from agentstream.processors.core.state import AgentState
 from agentstream.processors.replay.order import Queued, processor_order
@@ -98,6 +99,7 @@ class TimelineEntry:
     occurred_at: datetime
     run_id: str | None
     call_id: str | None
+    causation_id: str | None
     source: str
     topic: str
     partition: int
@@ -144,7 +146,8 @@ FROM agents WHERE agent_id = %(agent_id)s
 """
 
 TIMELINE_SQL = """
-SELECT event_id, type, occurred_at, run_id, call_id, source, topic, "partition", "offset", payload
+SELECT event_id, type, occurred_at, run_id, call_id, causation_id, source, topic, "partition",
+       "offset", payload
 FROM agent_events
 WHERE agent_id = %(agent_id)s AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s)
 ORDER BY occurred_at, topic, "partition", "offset"
@@ -194,10 +197,12 @@ def get_agent(conn: Connection, agent_id: str) -> AgentRow | None:
 def agent_timeline(
     conn: Connection, agent_id: str, *, run_id: str | None = None, limit: int = 10_000
 ) -> list[TimelineEntry]:
-    """Every audit event of an agent (or of one of its runs) in event time."""
+    """Every audit event of an agent (or of one of its runs) in event time, causes before their
+    effects."""
     with conn.cursor(row_factory=class_row(TimelineEntry)) as cur:
         params = {"agent_id": agent_id, "run_id": run_id, "limit": limit}
-        return cur.execute(TIMELINE_SQL, params).fetchall()
+        rows = cur.execute(TIMELINE_SQL, params).fetchall()
+    return causal_order(rows, event_id=lambda r: r.event_id, cause=lambda r: r.causation_id)
 
 
 def pending_approvals(

@@ -75,6 +75,20 @@ class AgentReplay:
     def identical(self) -> bool:
         return all(step.identical for step in self.steps)
 
+    def waiting_for(self) -> list[str]:
+        """What the agent's open run still waits for after the last recorded event (empty when
+        no run is open): a replay can be identical and the agent stuck all the same."""
+        run = self.state.run if self.state is not None else None
+        if run is None:
+            return []
+        waits = []
+        if run.pending_model_call is not None:
+            waits.append(f"model call {run.pending_model_call}")
+        for pending in run.pending_tools:
+            what = "approval of" if pending.status == "awaiting_approval" else "result of"
+            waits.append(f"{what} {pending.tool} call {pending.call_id}")
+        return waits
+
     def count(self, verdict: Verdict) -> int:
         return sum(1 for s in self.steps for o in s.outputs if o.verdict == verdict)
 
@@ -160,6 +174,8 @@ def as_json(result: AgentReplay) -> dict[str, Any]:
         "missing": result.count("missing"),
         "new": result.count("new"),
         "orphans": result.orphans,
+        "open_run": result.state.run.run_id if result.state and result.state.run else None,
+        "waiting_for": result.waiting_for(),
         "differences": [
             {
                 "step": step.index,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agentstream.processors.core.machine import fold
+from agentstream.processors.core.ordering import causal_order
 from agentstream.processors.core.spec import AgentSpec
 from agentstream.processors.core.state import AgentState
 from agentstream.processors.engine.loop import PROCESSOR_INPUTS
@@ -97,7 +98,11 @@ class AgentHistory:
             if item.event.envelope.event_id not in seen:
                 seen.add(item.event.envelope.event_id)
                 unique.append(item)
-        return unique
+        return causal_order(
+            unique,
+            event_id=lambda r: r.event.envelope.event_id,
+            cause=lambda r: r.event.envelope.causation_id,
+        )
 
 
 def read_history(

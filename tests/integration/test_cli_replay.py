@@ -21,7 +21,7 @@ from projection_support import drop_schemas, produce
 from world import respond
 
 from agentstream.projections.database import connect
-from agentstream.schemas.events import Event, ModelCallRequested
+from agentstream.schemas.events import ApprovalRequested, Event, ModelCallRequested
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.replay_reader import TopicReader, partition_of
@@ -98,6 +98,29 @@ def test_agent_replay_is_identical_for_the_same_code_and_shows_a_changed_spec(
     assert len(read_to_end(isolated, [MODEL_CALLS])) == sum(
         isinstance(e, ModelCallRequested) for e in history
     )
+
+
+def test_agent_replay_of_a_stuck_agent_says_what_its_run_waits_for(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    def nobody_approves(request: Event) -> Event | None:
+        return None if isinstance(request, ApprovalRequested) else respond(request)
+
+    history, state = drive([make_input("stuck", 0, "refund please")], world=nobody_approves)
+    assert state is not None and state.run is not None
+    produce(isolated, placed(history))
+    done = cli(isolated, tmp_path, "replay", "agent", "stuck", "--spec", "world:support_spec")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "identical:" in done.stdout
+    pending = state.run.pending_tools[0]
+    assert f"run {state.run.run_id} is still open" in done.stdout
+    assert f"approval of refund call {pending.call_id}" in done.stdout
+    as_json = cli(
+        isolated, tmp_path, "replay", "agent", "stuck", "--json", "--spec", "world:support_spec"
+    )
+    result = json.loads(as_json.stdout)
+    assert result["open_run"] == state.run.run_id
+    assert result["waiting_for"] == [f"approval of refund call {pending.call_id}"]
 
 
 # -- replay dlq --------------------------------------------------------------------------------

@@ -82,6 +82,16 @@ def test_migrations_apply_in_order_once_and_are_recorded(database_url: str, sche
         migrate(database_url, schema)
 
 
+def test_the_read_models_are_on_the_users_search_path(database_url: str) -> None:
+    """psql and other tools of the same user find the documented tables unqualified."""
+    migrate(database_url)  # the default schema, as dev up and `agentstream db migrate` do
+    with psycopg.connect(database_url) as plain:
+        row = plain.execute("SELECT count(*) FROM approvals WHERE status = 'pending'").fetchone()
+        path = plain.execute("SHOW search_path").fetchone()
+    assert row is not None and row[0] >= 0
+    assert path is not None and "projections" in str(path[0])
+
+
 def test_db_migrate_command(database_url: str) -> None:
     schema = "t_cli_migrate"
     drop_schemas(database_url, schema)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from agentstream.schemas.errors import ConfigurationError
 from agentstream.streams.runtime.settings import Settings, load_settings
 from agentstream.streams.topics import TOPICS
 from agentstream.tools.replay.progress import parse_moment, parse_window, tracking
+
+if TYPE_CHECKING:
+    from agentstream.processors.replay.agent import AgentReplay
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -247,8 +250,20 @@ def replay_agent_command(
         if result.orphans:
             summary += f" ({result.orphans} recorded outputs whose input is gone)"
         out.print(("identical: " if result.identical else "DIFFERENT: ") + summary)
+        _show_open_run(result)
     if not result.identical:
         raise typer.Exit(1)
+
+
+def _show_open_run(result: AgentReplay) -> None:
+    """Identical outputs do not mean a healthy agent: say what an open run still waits for."""
+    run = result.state.run if result.state is not None else None
+    if run is not None:
+        out.print(
+            f"[yellow]run {run.run_id} is still open[/yellow] (started "
+            f"{run.started_at.isoformat()}, deadline {run.deadline_at.isoformat()}), "
+            f"waiting for: {', '.join(result.waiting_for()) or 'its next step'}"
+        )
 
 
 def _short(value: Any, width: int = 48) -> str:
