@@ -112,8 +112,13 @@ class Settings(BaseSettings):
     console_password: SecretStr | None = Field(
         default=None, description="Console basic-auth password"
     )
+    # Room for the longest input text (128 KiB in UTF-8) even with every character escaped in
+    # the JSON: a body that fits is then judged by the contract's own limit, with its message.
     ingress_max_bytes: int = Field(
-        default=65536, ge=256, le=16 * 1024 * 1024, description="Largest accepted ingress body"
+        default=1024 * 1024,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="Largest accepted ingress body",
     )
 
     @field_validator("bootstrap_servers")
