@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from agentstream.projections.database import DEFAULT_SCHEMA
 from agentstream.projections.intake import Intake, Prepared, left_to_consumers
 from agentstream.projections.writer import ApplyResult, BatchWriter, OffsetsMoved
 from agentstream.schemas.errors import AgentStreamError
-from agentstream.streams.consumer import group_config
+from agentstream.streams.consumer import group_config, records
 from agentstream.streams.dlq import DeadLetterSink
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.runtime import metrics
@@ -227,12 +227,7 @@ class Projector(Service):
     def _prepare(self, messages: list[Message]) -> Prepared:
         prepared = Prepared()
         tally: Counter[tuple[str, str]] = Counter()
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume_error", error=str(error))
-                continue
+        for msg in records(messages):
             if (msg.topic() or "", msg.partition() or 0) not in self._expected:
                 continue  # revoked meanwhile: its stored offset says where to resume
             self.stats.consumed += 1

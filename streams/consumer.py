@@ -29,6 +29,7 @@ __all__ = [
     "EventConsumer",
     "group_config",
     "reader_config",
+    "records",
 ]
 
 log = get_logger(__name__)
@@ -44,6 +45,17 @@ SESSION_TIMEOUT_MS = 6000
 #: cooperative-sticky: it does not co-partition, and on the embedded broker a member that joins
 #: gets nothing and what the others gave up is never handed back.
 ASSIGNMENT = "range"
+
+
+def records(messages: list[Message]) -> Iterator[Message]:
+    """The records among what ``consume`` returned: partition-EOF events dropped, other errors
+    logged and dropped (librdkafka retries them itself; a fatal one raises on the next call)."""
+    for msg in messages:
+        error = msg.error()
+        if error is None:
+            yield msg
+        elif error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consume_error", error=str(error))
 
 
 def reader_config(
@@ -141,12 +153,7 @@ class EventConsumer:
     def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Consumed]:
         messages = self._consumer.consume(max_records, timeout)
         decoded: list[Consumed] = []
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume_error", error=str(error))
-                continue
+        for msg in records(messages):
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
             self._positions[(topic, partition)] = offset + 1
             try:

@@ -50,7 +50,7 @@ from agentstream.schemas.limits import MAX_RECORD_BYTES
 from agentstream.schemas.reasons import DeadLetterReason
 from agentstream.streams import dlq
 from agentstream.streams.admission import Refused, check_clock, check_placement
-from agentstream.streams.consumer import group_config
+from agentstream.streams.consumer import group_config, records
 from agentstream.streams.log_end import log_ends
 from agentstream.streams.producer import Headers, message_headers, record_key
 from agentstream.streams.replay_reader import partition_of
@@ -379,12 +379,7 @@ class ProcessorEngine(Service):
         started = time.perf_counter()
         offsets: dict[tuple[str, int], int] = {}
         batch = _Batch()
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume_error", error=str(error))
-                continue
+        for msg in records(messages):
             topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
             offsets[(topic, partition)] = offset + 1
             self.stats.consumed += 1
