@@ -408,6 +408,17 @@ CORPUS = Corpus(
             {PROJECTOR: "unknown_schema_id"},
         ),
         TopicCase(
+            # The agent's clock is its events' time: one stamped by a clock far ahead of the
+            # record's own timestamp would end runs early; it is refused instead.
+            "timestamp_far_in_the_future",
+            INPUTS,
+            lambda c: (
+                b"future-1",
+                c.encode(now_input("future-1", "Where?", datetime(2999, 1, 1, tzinfo=UTC)), INPUTS),
+            ),
+            _processor("clock_ahead"),
+        ),
+        TopicCase(
             "input_text_over_the_limit",
             INPUTS,
             _input_over_the_text_limit,
@@ -565,12 +576,6 @@ CORPUS = Corpus(
             "past-1",
             lambda c: [now_input("past-1", "Where is o-1001?", datetime(1971, 1, 1, tzinfo=UTC))],
             "RunFailed:deadline_exceeded",
-        ),
-        EventCase(
-            "timestamp_far_in_the_future",
-            "future-1",
-            lambda c: [now_input("future-1", "Where is o-1001?", datetime(2999, 1, 1, tzinfo=UTC))],
-            "RunCompleted",
         ),
         EventCase(
             "model_asks_for_deeply_nested_arguments",

@@ -41,6 +41,9 @@ def topics_ensure() -> None:
     settings = load_settings()
     statuses = ensure_topics(settings)
     out.print(_topics_table(f"topics on {settings.bootstrap_servers}", statuses))
+    if settings.schema_registry_url is None:
+        err.print("no schema registry configured: subjects not registered")
+        return
     subjects = Table(title=f"subjects in {settings.schema_registry_url}")
     for column in ("subject", "version", "compatibility"):
         subjects.add_column(column)
