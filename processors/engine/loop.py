@@ -72,6 +72,7 @@ from agentstream.streams.topics import (
 )
 
 __all__ = [
+    "FORWARDED_FROM",
     "PROCESSOR_INPUTS",
     "EngineStats",
     "ProcessorEngine",
@@ -121,9 +122,9 @@ class _Batch:
     produced: Counter[tuple[str, str]] = field(default_factory=Counter)
     #: each agent's state before the batch (None: new), and the events applied to it since
     before: dict[str, AgentState | None] = field(default_factory=dict)
+    applied: dict[str, list[tuple[Message, Event]]] = field(default_factory=dict)
     #: records that arrived on another partition than their agent's, for their agent's
     forwards: list[tuple[str, int, bytes | None, bytes, Headers]] = field(default_factory=list)
-    applied: dict[str, list[tuple[Message, Event]]] = field(default_factory=dict)
 
 
 class ProcessorEngine(Service):
