@@ -11,9 +11,7 @@ import typer
 
 from agentstream.schemas.errors import AgentStreamError
 from agentstream.streams.runtime.logs import configure_logging
-from agentstream.streams.runtime.settings import (
-    load_settings,
-)
+from agentstream.streams.runtime.settings import load_settings
 from agentstream.tools.cli import (
     cmd_approvals,
     cmd_bench,

@@ -7,9 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agentstream.streams.runtime.settings import (
-    load_settings,
-)
+from agentstream.streams.runtime.settings import load_settings
 from agentstream.tools.cli.options import out
 
 app = typer.Typer(help="Human approvals of gated tool calls.", no_args_is_help=True)

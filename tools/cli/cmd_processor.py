@@ -9,9 +9,7 @@ import typer
 from agentstream.processors.loading import DEFAULT_SPEC, load_spec
 from agentstream.streams.runtime.gc_tuning import collect_rarely
 from agentstream.streams.runtime.health import observability
-from agentstream.streams.runtime.settings import (
-    load_settings,
-)
+from agentstream.streams.runtime.settings import load_settings
 from agentstream.streams.topics import ensure_topics
 from agentstream.tools.cli.options import MetricsPortOption, err
 

@@ -7,13 +7,9 @@ from typing import Annotated
 import typer
 
 from agentstream.streams.runtime.health import observability
-from agentstream.streams.runtime.settings import (
-    load_settings,
-)
+from agentstream.streams.runtime.settings import load_settings
 from agentstream.streams.topics import ensure_topics
-from agentstream.tools.cli import (
-    cmd_replay,
-)
+from agentstream.tools.cli import cmd_replay
 from agentstream.tools.cli.options import MetricsPortOption, SchemaOption, err, out
 
 db_app = typer.Typer(help="The projection database: schema migrations.", no_args_is_help=True)

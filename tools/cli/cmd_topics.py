@@ -5,9 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from agentstream.streams.runtime.settings import (
-    load_settings,
-)
+from agentstream.streams.runtime.settings import load_settings
 from agentstream.streams.subjects import ensure_subjects
 from agentstream.streams.topics import TopicStatus, describe_topics, ensure_topics
 from agentstream.tools.cli.options import err, out

@@ -9,13 +9,8 @@ import typer
 from agentstream.processors.loading import DEFAULT_SPEC, load_spec
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.streams.runtime.health import observability
-from agentstream.streams.runtime.settings import (
-    load_settings,
-)
+from agentstream.streams.runtime.settings import load_settings
 from agentstream.streams.topics import ensure_topics
-
-if TYPE_CHECKING:
-    from agentstream.processors.workers.breaker import BreakerPolicy
 from agentstream.tools.cli.options import (
     ConcurrencyOption,
     CooldownOption,
@@ -25,6 +20,9 @@ from agentstream.tools.cli.options import (
     ThresholdOption,
     err,
 )
+
+if TYPE_CHECKING:
+    from agentstream.processors.workers.breaker import BreakerPolicy
 
 app = typer.Typer(
     help="Workers that run side effects: tools, models, approval expiry.", no_args_is_help=True
