@@ -94,6 +94,11 @@ def _is_fatal(exc: BaseException) -> bool:
 
 SpecResolver = Callable[[str], AgentSpec]
 
+#: what a batch (or its recovery) may fail with while the broker is away or restarting: retried
+#: from the log. ServiceUnavailableError too: a log-end query answered "broker handle destroyed"
+#: while Apache Kafka restarted under a chaos run, and ended the processor.
+_RECOVERABLE = (KafkaException, DeliveryError, ServiceUnavailableError)
+
 #: the header of a record the processor forwarded to its agent's partition: where it came from
 FORWARDED_FROM = "agentstream.forwarded_from"
 
@@ -229,7 +234,7 @@ class ProcessorEngine(Service):
             while not self.stop_requested and not (until and until()):
                 try:
                     self.process_batch()
-                except (KafkaException, DeliveryError) as exc:
+                except _RECOVERABLE as exc:
                     if _is_fatal(exc):
                         raise
                     self._recover(exc)
@@ -252,7 +257,7 @@ class ProcessorEngine(Service):
                 return
             try:
                 self._reset_to_log()
-            except (KafkaException, DeliveryError) as exc:
+            except _RECOVERABLE as exc:
                 if _is_fatal(exc):
                     raise
                 pause = backoff.next_delay()
