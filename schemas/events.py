@@ -7,12 +7,13 @@ writes and reads, timestamps as timezone-aware datetimes truncated to millisecon
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agentstream.schemas.contract import NAMESPACE
-from agentstream.schemas.limits import MAX_INPUT_TEXT_BYTES, utf8_size
+from agentstream.schemas.limits import MAX_INPUT_TEXT_BYTES, MAX_RESULT_BYTES, utf8_size
 
 __all__ = [
     "EVENT_TYPES",
@@ -20,31 +21,43 @@ __all__ = [
     "NESTED_TYPES",
     "RECORD_TYPES",
     "AgentInput",
+    "AgentPaused",
+    "AgentResumed",
     "AgentStateSnapshot",
     "ApprovalDenied",
     "ApprovalExpired",
     "ApprovalGranted",
     "ApprovalRequested",
     "AvroRecord",
+    "CallbackCompleted",
     "ChangelogMarker",
     "DeadLetter",
     "Envelope",
     "Event",
     "Id",
     "InputText",
+    "MemoryErased",
+    "MemoryRecorded",
     "Millis",
     "ModelCallCompleted",
     "ModelCallFailed",
     "ModelCallRequested",
     "OutboxRecord",
+    "Payload",
     "RecordHeader",
+    "RunCancelRequested",
+    "RunCancelled",
     "RunCompleted",
     "RunFailed",
+    "TimerFired",
+    "TimerPurpose",
+    "TimerSet",
     "TokenUsage",
     "ToolCallCompleted",
     "ToolCallFailed",
     "ToolCallIntent",
     "ToolCallRequested",
+    "ToolCallWaiting",
 ]
 
 #: Ids are opaque but printable: they become Kafka keys, Postgres keys and log fields.
@@ -75,6 +88,28 @@ def _input_text(text: str) -> str:
 
 
 InputText = Annotated[str, AfterValidator(_input_text)]
+
+
+def _payload(text: str) -> str:
+    size = utf8_size(text)
+    if size > MAX_RESULT_BYTES:
+        raise ValueError(
+            f"the payload is {size:,} bytes, over the {MAX_RESULT_BYTES:,}-byte limit of a "
+            "result (keep documents out of events: send a reference)"
+        )
+    return text
+
+
+#: A result another system hands to a run (a callback's payload, a fact to remember): as bounded
+#: as a tool's result, for the same reason.
+Payload = Annotated[str, AfterValidator(_payload)]
+
+
+class TimerPurpose(StrEnum):
+    """What a durable timer ends: a sleep of the run, or the wait for a callback."""
+
+    SLEEP = "sleep"
+    CALLBACK = "callback"
 
 
 class AvroRecord(BaseModel):
@@ -169,6 +204,9 @@ class ModelCallRequested(Event):
     tools_json: str = "[]"
     fallback_provider: str | None = None
     fallback_model: str | None = None
+    #: the version of the agent's spec the run started on, and the hash of its content
+    spec_version: int | None = None
+    spec_hash: str | None = None
 
 
 class ModelCallCompleted(Event):
@@ -246,12 +284,84 @@ class ApprovalExpired(Event):
     arguments_hash: str
 
 
+class ToolCallWaiting(Event):
+    """The tool started work elsewhere: the call ends when another system completes
+    ``callback_id`` (a :class:`CallbackCompleted`), or fails at ``expires_at``."""
+
+    call_id: Id
+    tool: str
+    callback_id: Id
+    expires_at: Millis
+    attempts: int = Field(default=1, ge=1)
+    latency_ms: int = Field(default=0, ge=0)
+
+
+class CallbackCompleted(Event):
+    """Another system's answer to a waiting tool call, from Kafka, the ingress or the CLI."""
+
+    callback_id: Id
+    result_json: Payload
+    completed_by: str = Field(min_length=1)
+
+
+class TimerSet(Event):
+    """A durable timer for the timer worker: it fires :class:`TimerFired` at ``fire_at``."""
+
+    timer_id: Id
+    call_id: Id
+    purpose: TimerPurpose
+    fire_at: Millis
+
+
+class TimerFired(Event):
+    timer_id: Id
+    call_id: Id
+    purpose: TimerPurpose
+
+
+class RunCancelRequested(Event):
+    """Cancel the run named by the envelope's run_id (the running one when it is null)."""
+
+    requested_by: str = Field(min_length=1)
+    reason: str = ""
+
+
+class AgentPaused(Event):
+    """From now on the agent requests nothing and starts no run, until it is resumed."""
+
+    requested_by: str = Field(min_length=1)
+    reason: str = ""
+
+
+class AgentResumed(Event):
+    requested_by: str = Field(min_length=1)
+
+
+class MemoryRecorded(Event):
+    """A fact the agent keeps across runs: written by its ``remember`` tool or by anyone else."""
+
+    key: str = Field(min_length=1, max_length=200)
+    value: Payload
+    recorded_by: str = Field(min_length=1)
+
+
+class MemoryErased(Event):
+    """Erase one fact (``key``) or, with no key, everything the agent remembers. The erasure is
+    kept; what was erased is not."""
+
+    key: str | None = Field(default=None, min_length=1, max_length=200)
+    requested_by: str = Field(min_length=1)
+    reason: str = ""
+
+
 class RunCompleted(Event):
     output: str
     steps: int = Field(ge=0)
     tool_calls: int = Field(ge=0)
     usage: TokenUsage
     started_at: Millis
+    spec_version: int | None = None
+    spec_hash: str | None = None
 
 
 class RunFailed(Event):
@@ -261,6 +371,19 @@ class RunFailed(Event):
     tool_calls: int = Field(ge=0)
     usage: TokenUsage
     started_at: Millis
+    spec_version: int | None = None
+    spec_hash: str | None = None
+
+
+class RunCancelled(Event):
+    reason: str
+    cancelled_by: str
+    steps: int = Field(ge=0)
+    tool_calls: int = Field(ge=0)
+    usage: TokenUsage
+    started_at: Millis
+    spec_version: int | None = None
+    spec_hash: str | None = None
 
 
 class OutboxRecord(AvroRecord):
@@ -313,12 +436,22 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ToolCallRequested,
         ToolCallCompleted,
         ToolCallFailed,
+        ToolCallWaiting,
         ApprovalRequested,
         ApprovalGranted,
         ApprovalDenied,
         ApprovalExpired,
         RunCompleted,
         RunFailed,
+        RunCancelled,
+        RunCancelRequested,
+        AgentPaused,
+        AgentResumed,
+        MemoryRecorded,
+        MemoryErased,
+        CallbackCompleted,
+        TimerSet,
+        TimerFired,
     )
 }
 

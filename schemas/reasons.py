@@ -38,6 +38,9 @@ class DeadLetterReason(StrEnum):
     APPROVAL_HASH_MISMATCH = "approval_hash_mismatch"
     APPROVAL_NOT_EXPIRED = "approval_not_expired"
     APPROVAL_EXPIRED = "approval_expired"
+    CALLBACK_NOT_PENDING = "callback_not_pending"
+    TIMER_NOT_DUE = "timer_not_due"
+    MEMORY_REFUSED = "memory_refused"
     # The processor: applying the event would make a state no broker stores.
     STATE_TOO_LARGE = "state_too_large"
     # The projector: a valid event its database refused.
@@ -51,3 +54,5 @@ class RunFailure(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"
     MODEL_FAILED = "model_failed"
     TOOL_FAILED = "tool_failed"
+    CALLBACK_TIMED_OUT = "callback_timed_out"
+    SPEC_VERSION_UNAVAILABLE = "spec_version_unavailable"

@@ -34,6 +34,7 @@ __all__ = [
     "Delivery",
     "Headers",
     "message_headers",
+    "new_envelope",
     "new_input",
     "record_key",
     "wait_delivery",
@@ -51,16 +52,30 @@ def new_input(
     """A new input for ``agent_id``, a run's start: its own event id, which is also the
     correlation id of everything the run does, stamped now. Every entrance (SDK, CLI, HTTP
     ingress) builds its inputs here."""
+    envelope = new_envelope(agent_id, tenant_id=tenant_id, source=source)
+    return AgentInput(envelope=envelope, text=text, metadata=metadata or {})
+
+
+def new_envelope(
+    agent_id: str,
+    *,
+    tenant_id: str = "default",
+    run_id: str | None = None,
+    source: str = "sdk",
+) -> Envelope:
+    """The envelope of a new event from outside the runtime (an input, a cancel, a pause, a
+    fact, a callback's result): its own event id, which is also its correlation id, stamped
+    now. Every entrance (SDK, CLI, HTTP ingress, console) builds its events on it."""
     event_id = str(uuid.uuid4())
-    envelope = Envelope(
+    return Envelope(
         event_id=event_id,
         agent_id=agent_id,
         tenant_id=tenant_id,
+        run_id=run_id,
         correlation_id=event_id,
         occurred_at=datetime.now(UTC),
         source=source,
     )
-    return AgentInput(envelope=envelope, text=text, metadata=metadata or {})
 
 
 #: librdkafka's default message.max.bytes; larger values are refused before sending.

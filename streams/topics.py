@@ -17,28 +17,39 @@ from confluent_kafka.cimpl import NewTopic
 from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
 from agentstream.schemas.events import (
     AgentInput,
+    AgentPaused,
+    AgentResumed,
     AgentStateSnapshot,
     ApprovalDenied,
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRequested,
     AvroRecord,
+    CallbackCompleted,
     ChangelogMarker,
     DeadLetter,
+    MemoryErased,
+    MemoryRecorded,
     ModelCallCompleted,
     ModelCallFailed,
     ModelCallRequested,
+    RunCancelled,
+    RunCancelRequested,
     RunCompleted,
     RunFailed,
+    TimerFired,
+    TimerSet,
     ToolCallCompleted,
     ToolCallFailed,
     ToolCallRequested,
+    ToolCallWaiting,
 )
 from agentstream.streams.runtime.settings import Settings
 
 __all__ = [
     "APPROVAL_DECISIONS",
     "APPROVAL_REQUESTS",
+    "CONTROL",
     "DEAD_LETTERED_BY_CONSUMER",
     "DLQ",
     "FOREVER",
@@ -48,6 +59,7 @@ __all__ = [
     "OUTCOMES",
     "STATE",
     "THIRTY_DAYS_MS",
+    "TIMERS",
     "TOOL_CALLS",
     "TOOL_RESULTS",
     "TOPICS",
@@ -90,7 +102,9 @@ MODEL_RESULTS = TopicSpec(
 )
 TOOL_CALLS = TopicSpec("agent.tool-calls", (ToolCallRequested,), "requests to tool workers")
 TOOL_RESULTS = TopicSpec(
-    "agent.tool-results", (ToolCallCompleted, ToolCallFailed), "results of tool calls"
+    "agent.tool-results",
+    (ToolCallCompleted, ToolCallFailed, ToolCallWaiting),
+    "results of tool calls, and calls that wait for another system",
 )
 APPROVAL_REQUESTS = TopicSpec(
     "agent.approval-requests", (ApprovalRequested,), "gated calls waiting for a person"
@@ -100,7 +114,23 @@ APPROVAL_DECISIONS = TopicSpec(
     (ApprovalGranted, ApprovalDenied, ApprovalExpired),
     "decisions and expiries of approvals",
 )
-OUTCOMES = TopicSpec("agent.outcomes", (RunCompleted, RunFailed), "how each run ended")
+OUTCOMES = TopicSpec(
+    "agent.outcomes", (RunCompleted, RunFailed, RunCancelled), "how each run ended"
+)
+CONTROL = TopicSpec(
+    "agent.control",
+    (
+        RunCancelRequested,
+        AgentPaused,
+        AgentResumed,
+        MemoryRecorded,
+        MemoryErased,
+        CallbackCompleted,
+        TimerFired,
+    ),
+    "steering from operators and other systems: cancel, pause, memory, callbacks, fired timers",
+)
+TIMERS = TopicSpec("agent.timers", (TimerSet,), "durable timers for the timer worker")
 STATE = TopicSpec(
     "agent.state",
     (AgentStateSnapshot, ChangelogMarker),
@@ -123,6 +153,7 @@ DEAD_LETTERED_BY_CONSUMER: tuple[TopicSpec, ...] = (
     MODEL_RESULTS,
     TOOL_RESULTS,
     APPROVAL_DECISIONS,
+    CONTROL,
     MODEL_CALLS,
     TOOL_CALLS,
 )
@@ -136,6 +167,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     APPROVAL_REQUESTS,
     APPROVAL_DECISIONS,
     OUTCOMES,
+    CONTROL,
+    TIMERS,
     STATE,
     DLQ,
 )

@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from agentstream.processors.core.ids import arguments_hash, derived_id
-from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.memory import (
+    forget,
+    keep_fact,
+    keep_turn,
+    scrub_run,
+    system_prompt,
+)
+from agentstream.processors.core.spec import AgentSpec, BuiltinTool, SpecVersions
 from agentstream.processors.core.state import (
+    CANCELLED_WINDOW,
     DEDUPE_WINDOW,
     AgentState,
     ChatMessage,
+    Fact,
     PendingTool,
     QueuedInput,
     RunState,
@@ -26,21 +35,33 @@ from agentstream.processors.core.state import (
 )
 from agentstream.schemas.events import (
     AgentInput,
+    AgentPaused,
+    AgentResumed,
     ApprovalDenied,
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRequested,
+    CallbackCompleted,
     Envelope,
     Event,
+    MemoryErased,
+    MemoryRecorded,
     ModelCallCompleted,
     ModelCallFailed,
     ModelCallRequested,
+    RunCancelled,
+    RunCancelRequested,
     RunCompleted,
     RunFailed,
+    TimerFired,
+    TimerPurpose,
+    TimerSet,
     ToolCallCompleted,
     ToolCallFailed,
     ToolCallRequested,
+    ToolCallWaiting,
 )
+from agentstream.schemas.limits import utf8_size
 from agentstream.schemas.reasons import DeadLetterReason, RunFailure
 
 __all__ = [
@@ -50,6 +71,7 @@ __all__ = [
     "Duplicate",
     "Rejected",
     "fold",
+    "run_id_of",
     "transition",
 ]
 
@@ -95,9 +117,11 @@ class _Rejected(Exception):
 
 @dataclass
 class _Step:
-    """What one transition accumulates: the cause, the spec, and what it emits."""
+    """What one transition accumulates: the cause, the spec versions served, the version the
+    run at hand is on (``spec``), and what it emits."""
 
     cause: Event
+    specs: SpecVersions
     spec: AgentSpec
     emits: list[Event] = field(default_factory=list)
     calls: int = 0
@@ -121,8 +145,9 @@ class _Step:
         return derived_id(self.cause.envelope.event_id, "call", self.calls)
 
 
-def transition(state: AgentState | None, event: Event, spec: AgentSpec) -> Decision:
-    """Apply ``event`` to ``state`` (None for an agent never seen before)."""
+def transition(state: AgentState | None, event: Event, spec: AgentSpec | SpecVersions) -> Decision:
+    """Apply ``event`` to ``state`` (None for an agent never seen before). ``spec`` is the
+    agent's spec, or the versions of it served: new runs start on the newest."""
     envelope = event.envelope
     if state is None:
         state = AgentState.new(envelope.agent_id, envelope.tenant_id)
@@ -135,7 +160,8 @@ def transition(state: AgentState | None, event: Event, spec: AgentSpec) -> Decis
             f"event for {envelope.tenant_id}/{envelope.agent_id} applied to "
             f"{state.tenant_id}/{state.agent_id}",
         )
-    step = _Step(event, spec)
+    specs = SpecVersions.of(spec)
+    step = _Step(event, specs, specs.newest)
     try:
         new_state = _apply(state, event, step)
     except _Rejected as rejected:
@@ -152,7 +178,7 @@ def transition(state: AgentState | None, event: Event, spec: AgentSpec) -> Decis
 
 
 def fold(
-    events: list[Event], spec: AgentSpec, state: AgentState | None = None
+    events: list[Event], spec: AgentSpec | SpecVersions, state: AgentState | None = None
 ) -> AgentState | None:
     """The state after applying ``events`` in order (rejections and duplicates change nothing)."""
     for event in events:
@@ -163,25 +189,54 @@ def fold(
 def _apply(state: AgentState, event: Event, step: _Step) -> AgentState:
     if isinstance(event, AgentInput):
         return _on_input(state, event, step)
-    run = state.run
     if isinstance(
-        event, RunCompleted | RunFailed | ModelCallRequested | ToolCallRequested | ApprovalRequested
+        event,
+        RunCompleted
+        | RunFailed
+        | RunCancelled
+        | ModelCallRequested
+        | ToolCallRequested
+        | ApprovalRequested
+        | TimerSet,
     ):
         raise _Rejected(
             DeadLetterReason.NOT_AN_INPUT, f"{type(event).__name__} is an output of the processor"
         )
-    if run is None or event.envelope.run_id not in (None, run.run_id):
-        raise _Rejected(
-            DeadLetterReason.UNKNOWN_RUN, f"no active run {event.envelope.run_id} for this agent"
-        )
+    if isinstance(
+        event, AgentPaused | AgentResumed | MemoryRecorded | MemoryErased | RunCancelRequested
+    ):
+        return _on_control(state, event, step)
+    return _on_run_event(state, event, step)
+
+
+def _on_control(
+    state: AgentState,
+    event: AgentPaused | AgentResumed | MemoryRecorded | MemoryErased | RunCancelRequested,
+    step: _Step,
+) -> AgentState:
+    """Steering that applies whatever the agent is doing."""
+    if isinstance(event, AgentPaused):
+        return evolve(state, paused=True)
+    if isinstance(event, AgentResumed):
+        return _on_resume(state, step)
+    if isinstance(event, MemoryRecorded):
+        return _on_memory(state, event, step)
+    if isinstance(event, MemoryErased):
+        return _on_erase(state, event)
+    return _on_cancel(state, event, step)
+
+
+def _on_run_event(state: AgentState, event: Event, step: _Step) -> AgentState:
+    run = state.run
+    run_id = event.envelope.run_id
+    if run is None or run_id not in (None, run.run_id):
+        if run_id in state.cancelled_runs or isinstance(event, TimerFired):
+            return state  # a late answer to a cancelled run, or a stale timer: recorded, ignored
+        raise _Rejected(DeadLetterReason.UNKNOWN_RUN, f"no active run {run_id} for this agent")
+    if not _on_run_spec(run, step):
+        return _spec_gone(state, run, step)
     if event.envelope.occurred_at > run.deadline_at:
-        return _fail_run(
-            state,
-            run,
-            step,
-            RunFailure.DEADLINE_EXCEEDED,
-            f"the run passed its deadline {run.deadline_at.isoformat()}",
-        )
+        return _past_deadline(state, run, step)
     if isinstance(event, ModelCallCompleted):
         return _on_model_completed(state, run, event, step)
     if isinstance(event, ModelCallFailed):
@@ -196,11 +251,57 @@ def _apply(state: AgentState, event: Event, step: _Step) -> AgentState:
         )
     if isinstance(event, ToolCallCompleted | ToolCallFailed):
         return _on_tool_result(state, run, event, step)
+    if isinstance(event, ToolCallWaiting):
+        return _on_waiting(state, run, event, step)
+    if isinstance(event, CallbackCompleted):
+        return _on_callback(state, run, event, step)
+    if isinstance(event, TimerFired):
+        return _on_timer(state, run, event, step)
     if isinstance(event, ApprovalGranted | ApprovalDenied | ApprovalExpired):
         return _on_approval(state, run, event, step)
     raise _Rejected(
         DeadLetterReason.UNSUPPORTED_EVENT,
         f"the state machine does not handle {type(event).__name__}",
+    )
+
+
+def _on_run_spec(run: RunState, step: _Step) -> bool:
+    """Point ``step.spec`` at the version ``run`` started on; False when it is not served."""
+    if run.spec_version is None:  # started before runs were pinned: the newest, as then
+        step.spec = step.specs.newest
+        return True
+    spec = step.specs.version(run.spec_version)
+    if spec is None or spec.content_hash != run.spec_hash:
+        return False
+    step.spec = spec
+    return True
+
+
+def _spec_gone(state: AgentState, run: RunState, step: _Step) -> AgentState:
+    served = ", ".join(s.label for s in step.specs.versions)
+    spec = step.specs.version(run.spec_version or 0)
+    what = (
+        f"version {run.spec_version} is not served"
+        if spec is None
+        else f"version {run.spec_version} changed since ({run.spec_hash} -> {spec.content_hash})"
+    )
+    return _fail_run(
+        state,
+        run,
+        step,
+        RunFailure.SPEC_VERSION_UNAVAILABLE,
+        f"the run started on {step.specs.newest.name} v{run.spec_version} ({run.spec_hash}); "
+        f"{what}; this processor serves {served}",
+    )
+
+
+def _past_deadline(state: AgentState, run: RunState, step: _Step) -> AgentState:
+    return _fail_run(
+        state,
+        run,
+        step,
+        RunFailure.DEADLINE_EXCEEDED,
+        f"the run passed its deadline {run.deadline_at.isoformat()}",
     )
 
 
@@ -210,14 +311,8 @@ def _on_input(state: AgentState, event: AgentInput, step: _Step) -> AgentState:
     )
     run = state.run
     if run is not None and event.envelope.occurred_at > run.deadline_at:
-        state = _fail_run(
-            state,
-            run,
-            step,
-            RunFailure.DEADLINE_EXCEEDED,
-            f"the run passed its deadline {run.deadline_at.isoformat()}",
-        )
-    if state.run is not None:
+        state = _past_deadline(state, run, step)
+    if state.run is not None or state.paused:
         return evolve(state, queue=(*state.queue, queued))
     if state.queue:  # older inputs go first
         state = evolve(state, queue=(*state.queue, queued))
@@ -225,21 +320,36 @@ def _on_input(state: AgentState, event: AgentInput, step: _Step) -> AgentState:
     return _start_run(state, queued, step)
 
 
-def _start_run(state: AgentState, queued: QueuedInput, step: _Step) -> AgentState:
+def _new_run(state: AgentState, queued: QueuedInput, step: _Step) -> RunState:
+    """The run of ``queued``, on the newest spec, starting from the agent's past turns."""
+    spec = step.spec = step.specs.newest
     started = step.cause.envelope.occurred_at
-    run = RunState(
-        run_id=derived_id(queued.event_id, "run"),
+    history = tuple(m for turn in state.conversation for m in turn.messages)
+    return RunState(
+        run_id=run_id_of(queued.event_id),
         input_event_id=queued.event_id,
         correlation_id=queued.event_id,
         started_at=started,
-        deadline_at=started + timedelta(seconds=step.spec.budgets.run_deadline_s),
-        messages=(ChatMessage(role="user", content=queued.text),),
+        deadline_at=started + timedelta(seconds=spec.budgets.run_deadline_s),
+        messages=(*history, ChatMessage(role="user", content=queued.text)),
+        history_len=len(history),
+        spec_version=spec.version,
+        spec_hash=spec.content_hash,
     )
+
+
+def run_id_of(input_event_id: str) -> str:
+    """The id of the run an input starts (derived, so a cancel can name a queued run)."""
+    return derived_id(input_event_id, "run")
+
+
+def _start_run(state: AgentState, queued: QueuedInput, step: _Step) -> AgentState:
+    run = _new_run(state, queued, step)
     return _request_model(evolve(state, run=run), run, step)
 
 
 def _start_next(state: AgentState, step: _Step) -> AgentState:
-    if not state.queue:
+    if not state.queue or state.paused:
         return state
     head, *rest = state.queue
     return _start_run(evolve(state, queue=tuple(rest)), head, step)
@@ -255,6 +365,8 @@ def _request_model(state: AgentState, run: RunState, step: _Step) -> AgentState:
             RunFailure.BUDGET_EXCEEDED,
             f"max_steps: the run used all {spec.budgets.max_steps} model steps",
         )
+    if state.paused:
+        return evolve(state, run=evolve(run, held_model_call=True))
     call_id = step.new_call_id()
     model = spec.model
     step.emits.append(
@@ -265,14 +377,16 @@ def _request_model(state: AgentState, run: RunState, step: _Step) -> AgentState:
             provider=model.provider,
             model=model.name,
             parameters_json=spec.parameters_json,
-            system_prompt=spec.system_prompt,
+            system_prompt=system_prompt(spec.system_prompt, state.facts),
             messages_json=json.dumps([m.wire() for m in run.messages], ensure_ascii=False),
             tools_json=spec.tools_json,
             fallback_provider=model.fallback_provider,
             fallback_model=model.fallback_name,
+            spec_version=run.spec_version,
+            spec_hash=run.spec_hash,
         )
     )
-    run = evolve(run, steps=run.steps + 1, pending_model_call=call_id)
+    run = evolve(run, steps=run.steps + 1, pending_model_call=call_id, held_model_call=False)
     return evolve(state, run=run)
 
 
@@ -338,30 +452,18 @@ def _on_model_completed(
             error = f"unknown tool {intent.tool!r}" if tool is None else problem
             immediate.append(_tool_message(intent.tool_call_id, intent.tool, {"error": error}))
             continue
-        gated = tool.requires_approval
         planned = PendingTool(
             call_id=step.new_call_id(),
             tool_call_id=intent.tool_call_id,
             tool=tool.name,
             arguments_json=intent.arguments_json,
             arguments_hash=arguments_hash(intent.arguments_json),
-            status="awaiting_approval" if gated else "requested",
-            # a decision cannot help a run past its deadline, so the request expires with it
-            approval_expires_at=(
-                min(
-                    event.envelope.occurred_at + timedelta(seconds=budgets.approval_timeout_s),
-                    run.deadline_at,
-                )
-                if gated
-                else None
-            ),
+            status="held",
         )
-        pending.append(planned)
-        step.emits.append(
-            _approval_request(state, run, step, planned)
-            if gated
-            else _tool_request(state, run, step, planned)
-        )
+        if state.paused:
+            pending.append(planned)
+            continue
+        _sort_into(_dispatch(state, run, step, planned), pending, immediate)
     run = evolve(
         run,
         pending_tools=tuple(pending),
@@ -370,6 +472,114 @@ def _on_model_completed(
     )
     state = evolve(state, run=run)
     return _after_tool_step(state, run, step)
+
+
+def _sort_into(
+    dispatched: PendingTool | ChatMessage, pending: list[PendingTool], answered: list[ChatMessage]
+) -> None:
+    if isinstance(dispatched, ChatMessage):
+        answered.append(dispatched)
+    else:
+        pending.append(dispatched)
+
+
+def _dispatch(
+    state: AgentState, run: RunState, step: _Step, planned: PendingTool
+) -> PendingTool | ChatMessage:
+    """Ask the world for a planned call (or answer it at once, for a built-in tool): the call
+    in its new status, or the tool message that answers it."""
+    tool = step.spec.tool(planned.tool)
+    assert tool is not None  # checked when the call was planned
+    now = step.cause.envelope.occurred_at
+    if tool.builtin is BuiltinTool.REMEMBER:
+        return _remember(state, run, step, planned)
+    if tool.builtin is BuiltinTool.SLEEP:
+        return _sleep(state, run, step, planned)
+    if tool.requires_approval:
+        budgets = step.spec.budgets
+        # a decision cannot help a run past its deadline, so the request expires with it
+        expires = min(now + timedelta(seconds=budgets.approval_timeout_s), run.deadline_at)
+        gated = evolve(planned, status="awaiting_approval", approval_expires_at=expires)
+        step.emits.append(_approval_request(state, run, step, gated))
+        return gated
+    requested = evolve(planned, status="requested")
+    step.emits.append(_tool_request(state, run, step, requested))
+    return requested
+
+
+def _remember(state: AgentState, run: RunState, step: _Step, planned: PendingTool) -> ChatMessage:
+    """The built-in ``remember``: the fact goes out as a MemoryRecorded, which the agent
+    applies when it reads it back, like a fact from anyone else."""
+    arguments = json.loads(planned.arguments_json)
+    key, value = arguments.get("key"), arguments.get("value")
+    memory = step.spec.memory
+    problem = None
+    if not isinstance(key, str) or not 1 <= len(key) <= 200:
+        problem = "key must be text of 1 to 200 characters"
+    elif not isinstance(value, str):
+        problem = "value must be text"
+    elif memory.max_facts == 0:
+        problem = "this agent keeps no facts"
+    elif utf8_size(value) > memory.max_fact_bytes:
+        problem = f"value is over {memory.max_fact_bytes} bytes"
+    if problem is not None:
+        return _tool_message(planned.tool_call_id, planned.tool, {"error": problem})
+    step.emits.append(
+        MemoryRecorded(
+            envelope=step.envelope(state, run),
+            key=key,
+            value=value,
+            recorded_by=f"agent:{state.agent_id}",
+        )
+    )
+    return _tool_message(planned.tool_call_id, planned.tool, {"remembered": key})
+
+
+def _sleep(
+    state: AgentState, run: RunState, step: _Step, planned: PendingTool
+) -> PendingTool | ChatMessage:
+    arguments = json.loads(planned.arguments_json)
+    wake, problem = _wake_time(arguments, step.cause.envelope.occurred_at)
+    if wake is not None and wake > run.deadline_at:
+        problem = f"the run's deadline {run.deadline_at.isoformat()} comes before {wake}"
+    if wake is None or problem is not None:
+        return _tool_message(planned.tool_call_id, planned.tool, {"error": problem})
+    sleeping = evolve(planned, status="sleeping", due_at=wake)
+    step.emits.append(_timer(state, run, step, sleeping, TimerPurpose.SLEEP))
+    return sleeping
+
+
+def _wake_time(arguments: dict[str, Any], now: datetime) -> tuple[datetime | None, str | None]:
+    seconds, until = arguments.get("seconds"), arguments.get("until")
+    if (seconds is None) == (until is None):
+        return None, "give either seconds or until"
+    if seconds is not None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            return None, "seconds must be a number, 0 or more"
+        if seconds > 366 * 86_400:
+            return None, "sleep at most a year"
+        return now + timedelta(seconds=seconds), None
+    try:
+        wake = datetime.fromisoformat(str(until))
+    except ValueError:
+        return None, f"until is not an ISO 8601 time: {until!r}"
+    if wake.tzinfo is None:
+        return None, "until needs a UTC offset (like 2026-12-02T18:00:00+00:00)"
+    return max(wake, now), None
+
+
+def _timer(
+    state: AgentState, run: RunState, step: _Step, pending: PendingTool, purpose: TimerPurpose
+) -> TimerSet:
+    """The durable timer that ends ``pending`` at its ``due_at``."""
+    assert pending.due_at is not None  # set for every sleeping or waiting call
+    return TimerSet(
+        envelope=step.envelope(state, run),
+        timer_id=derived_id(pending.call_id, "timer"),
+        call_id=pending.call_id,
+        purpose=purpose,
+        fire_at=pending.due_at,
+    )
 
 
 def _argument_problem(arguments_json: str) -> str | None:
@@ -444,18 +654,24 @@ def _after_tool_step(state: AgentState, run: RunState, step: _Step) -> AgentStat
     return _request_model(evolve(state, run=run), run, step)
 
 
-def _on_tool_result(
-    state: AgentState, run: RunState, event: ToolCallCompleted | ToolCallFailed, step: _Step
-) -> AgentState:
-    pending = run.pending_tool(event.call_id)
+def _requested_call(run: RunState, call_id: str) -> PendingTool:
+    """The call a worker answers: it must be requested and not yet answered."""
+    pending = run.pending_tool(call_id)
     if pending is None or pending.status != "requested":
-        if event.call_id in run.finished_calls:
+        if call_id in run.finished_calls:
             kind = DeadLetterReason.FINISHED_CALL
         elif pending is not None:
             kind = DeadLetterReason.NOT_REQUESTED
         else:
             kind = DeadLetterReason.UNKNOWN_CALL
-        raise _Rejected(kind, f"tool call {event.call_id} is not awaiting a result")
+        raise _Rejected(kind, f"tool call {call_id} is not awaiting a result")
+    return pending
+
+
+def _on_tool_result(
+    state: AgentState, run: RunState, event: ToolCallCompleted | ToolCallFailed, step: _Step
+) -> AgentState:
+    pending = _requested_call(run, event.call_id)
     if isinstance(event, ToolCallCompleted):
         message = _tool_message(pending.tool_call_id, pending.tool, event.result_json)
         return _resolve(state, run, pending, message, step)
@@ -472,6 +688,57 @@ def _on_tool_result(
     error = {"error": event.error_message, "error_class": event.error_class}
     return _resolve(
         state, run, pending, _tool_message(pending.tool_call_id, pending.tool, error), step
+    )
+
+
+def _on_waiting(
+    state: AgentState, run: RunState, event: ToolCallWaiting, step: _Step
+) -> AgentState:
+    pending = _requested_call(run, event.call_id)
+    due = min(event.expires_at, run.deadline_at)
+    waiting = evolve(pending, status="awaiting_callback", callback_id=event.callback_id, due_at=due)
+    step.emits.append(_timer(state, run, step, waiting, TimerPurpose.CALLBACK))
+    calls = tuple(waiting if p.call_id == pending.call_id else p for p in run.pending_tools)
+    return evolve(state, run=evolve(run, pending_tools=calls))
+
+
+def _on_callback(
+    state: AgentState, run: RunState, event: CallbackCompleted, step: _Step
+) -> AgentState:
+    for pending in run.pending_tools:
+        if pending.status == "awaiting_callback" and pending.callback_id == event.callback_id:
+            message = _tool_message(pending.tool_call_id, pending.tool, event.result_json)
+            return _resolve(state, run, pending, message, step)
+    raise _Rejected(
+        DeadLetterReason.CALLBACK_NOT_PENDING,
+        f"no call of run {run.run_id} waits for callback {event.callback_id} "
+        "(completed, timed out, or never asked for)",
+    )
+
+
+def _on_timer(state: AgentState, run: RunState, event: TimerFired, step: _Step) -> AgentState:
+    pending = run.pending_tool(event.call_id)
+    waits_for = "sleeping" if event.purpose is TimerPurpose.SLEEP else "awaiting_callback"
+    if pending is None or pending.status != waits_for or pending.due_at is None:
+        return state  # the call ended otherwise (its callback came): recorded, ignored
+    if event.envelope.occurred_at < pending.due_at:
+        raise _Rejected(
+            DeadLetterReason.TIMER_NOT_DUE,
+            f"timer of call {event.call_id} fired at {event.envelope.occurred_at}, "
+            f"before {pending.due_at}",
+        )
+    if event.purpose is TimerPurpose.SLEEP:
+        woke = {"slept_until": pending.due_at.isoformat()}
+        return _resolve(
+            state, run, pending, _tool_message(pending.tool_call_id, pending.tool, woke), step
+        )
+    why = f"no system completed callback {pending.callback_id} by {pending.due_at.isoformat()}"
+    tool = step.spec.tool(pending.tool)
+    if tool is None or tool.on_failure == "fail_run":
+        return _fail_run(state, run, step, RunFailure.CALLBACK_TIMED_OUT, why)
+    timed_out = {"error": why, "error_class": RunFailure.CALLBACK_TIMED_OUT}
+    return _resolve(
+        state, run, pending, _tool_message(pending.tool_call_id, pending.tool, timed_out), step
     )
 
 
@@ -531,6 +798,7 @@ def _on_approval(
 
 def _complete_run(state: AgentState, run: RunState, step: _Step, output: str) -> AgentState:
     step.emits.append(RunCompleted(**_run_totals(state, run, step), output=output))
+    state = evolve(state, conversation=keep_turn(state.conversation, run, output, step.spec.memory))
     return _end_run(state, run, step, {"runs_completed": state.runs_completed + 1})
 
 
@@ -551,10 +819,100 @@ def _run_totals(state: AgentState, run: RunState, step: _Step) -> dict[str, Any]
         "tool_calls": run.tool_calls,
         "usage": run.usage,
         "started_at": run.started_at,
+        "spec_version": run.spec_version,
+        "spec_hash": run.spec_hash,
     }
 
 
-def _end_run(state: AgentState, run: RunState, step: _Step, counter: dict[str, int]) -> AgentState:
+def _on_cancel(state: AgentState, event: RunCancelRequested, step: _Step) -> AgentState:
+    target = event.envelope.run_id
+    run = state.run
+    if run is not None and target in (None, run.run_id):
+        return _cancel(state, run, step, event)
+    for queued in state.queue:
+        if run_id_of(queued.event_id) == target:  # not started yet: it never will
+            state = evolve(state, queue=tuple(q for q in state.queue if q is not queued))
+            return _cancel(state, _new_run(state, queued, step), step, event)
+    if target in state.cancelled_runs:
+        return state  # cancelled already
+    raise _Rejected(
+        DeadLetterReason.UNKNOWN_RUN,
+        f"no run {target} to cancel: it ended, or never started"
+        if target
+        else "the agent has no run to cancel",
+    )
+
+
+def _cancel(state: AgentState, run: RunState, step: _Step, event: RunCancelRequested) -> AgentState:
+    step.emits.append(
+        RunCancelled(
+            **_run_totals(state, run, step),
+            reason=event.reason,
+            cancelled_by=event.requested_by,
+        )
+    )
+    counter = {
+        "runs_cancelled": state.runs_cancelled + 1,
+        "cancelled_runs": (*state.cancelled_runs, run.run_id)[-CANCELLED_WINDOW:],
+    }
+    if state.run is not run:  # a queued run: the running one goes on
+        return evolve(state, **counter)
+    return _end_run(state, run, step, counter)
+
+
+def _on_resume(state: AgentState, step: _Step) -> AgentState:
+    if not state.paused:
+        return state
+    state = evolve(state, paused=False)
+    run = state.run
+    if run is None:
+        return _start_next(state, step)
+    if not _on_run_spec(run, step):
+        return _spec_gone(state, run, step)
+    if step.cause.envelope.occurred_at > run.deadline_at:
+        return _past_deadline(state, run, step)
+    if run.held_model_call:
+        return _request_model(state, run, step)
+    pending: list[PendingTool] = []
+    immediate = list(run.tool_results)
+    for planned in run.pending_tools:
+        if planned.status != "held":
+            pending.append(planned)
+            continue
+        _sort_into(_dispatch(state, run, step, planned), pending, immediate)
+    run = evolve(run, pending_tools=tuple(pending), tool_results=tuple(immediate))
+    return _after_tool_step(evolve(state, run=run), run, step)
+
+
+def _on_memory(state: AgentState, event: MemoryRecorded, step: _Step) -> AgentState:
+    memory = step.specs.newest.memory
+    if memory.max_facts == 0:
+        raise _Rejected(DeadLetterReason.MEMORY_REFUSED, "this agent keeps no facts")
+    size = utf8_size(event.value)
+    if size > memory.max_fact_bytes:
+        raise _Rejected(
+            DeadLetterReason.MEMORY_REFUSED,
+            f"fact {event.key!r} is {size:,} bytes, over the agent's {memory.max_fact_bytes:,}",
+        )
+    fact = Fact(
+        key=event.key,
+        value=event.value,
+        recorded_at=event.envelope.occurred_at,
+        recorded_by=event.recorded_by,
+    )
+    return evolve(state, facts=keep_fact(state.facts, fact, memory.max_facts))
+
+
+def _on_erase(state: AgentState, event: MemoryErased) -> AgentState:
+    erased = [f for f in state.facts if event.key in (None, f.key)]
+    secrets = [f.value for f in erased]
+    conversation = () if event.key is None else forget(state.conversation, secrets)
+    run = state.run if state.run is None else scrub_run(state.run, secrets)
+    facts = tuple(f for f in state.facts if f not in erased)
+    return evolve(state, facts=facts, conversation=conversation, run=run)
+
+
+def _end_run(state: AgentState, run: RunState, step: _Step, counter: dict[str, Any]) -> AgentState:
     """Close the run, count it, and start the next queued input, if any."""
     state = evolve(state, run=None, usage=state.usage + run.usage, **counter)
     return _start_next(state, step)

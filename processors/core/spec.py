@@ -11,10 +11,12 @@ so the declaration and the implementation cannot drift apart::
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from functools import cached_property
 from typing import Any, Literal, overload
 
@@ -25,9 +27,14 @@ from agentstream.schemas.errors import ConfigurationError
 __all__ = [
     "AgentSpec",
     "Budgets",
+    "BuiltinTool",
+    "Memory",
     "ModelSpec",
     "RetryPolicy",
+    "SpecVersions",
     "ToolSpec",
+    "remember",
+    "sleep",
     "tool",
 ]
 
@@ -67,6 +74,32 @@ class Budgets(BaseModel):
     approval_timeout_s: float = Field(default=86_400.0, gt=0, description="time to decide")
 
 
+class Memory(BaseModel):
+    """What an agent keeps across runs.
+
+    ``turns``: how many past runs (the question and the final answer; with ``tool_results``
+    also the run's tool calls and results) the next run's model call starts with; the oldest
+    drop out first, and also while they are over ``max_bytes`` together. 0 keeps none, the
+    default, so a spec written before memory replays its recorded histories unchanged.
+    ``max_facts``/``max_fact_bytes`` bound the long-term facts (the ``remember`` tool and
+    ``MemoryRecorded`` events): past ``max_facts`` the oldest fact is dropped."""
+
+    model_config = ConfigDict(frozen=True)
+
+    turns: int = Field(default=0, ge=0, le=1000)
+    max_bytes: int = Field(default=32_768, ge=0)
+    tool_results: bool = False
+    max_facts: int = Field(default=50, ge=0, le=10_000)
+    max_fact_bytes: int = Field(default=2048, ge=1, le=128 * 1024)
+
+
+class BuiltinTool(StrEnum):
+    """Tools the state machine answers itself: nothing runs in a worker."""
+
+    REMEMBER = "remember"
+    SLEEP = "sleep"
+
+
 @dataclass(frozen=True)
 class ToolSpec:
     """A tool the model may call. ``func`` is only needed where the tool runs (the worker)."""
@@ -79,6 +112,7 @@ class ToolSpec:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_failure: Literal["fail_run", "report_to_model"] = "fail_run"
     func: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    builtin: BuiltinTool | None = None
 
     def definition(self) -> dict[str, Any]:
         """The OpenAI-style function definition the model sees."""
@@ -150,17 +184,40 @@ def tool(
     return declare(func) if func is not None else declare
 
 
+def _remember(key: str, value: str) -> None:
+    """Remember a fact for later conversations with this user, under a short key (like
+    "preferred_language"). A new value for a key replaces the old one."""
+
+
+def _sleep(seconds: float | None = None, until: str | None = None) -> None:
+    """Pause this run for some seconds, or until a time (ISO 8601 with a UTC offset), then
+    carry on where it was. Use it to wait hours or days; nothing is lost meanwhile."""
+
+
+#: The built-in ``remember`` tool: add it to a spec's tools to let the model keep facts.
+remember = replace(tool(_remember), name="remember", func=None, builtin=BuiltinTool.REMEMBER)
+#: The built-in ``sleep`` tool: a durable timer, driven by the timer worker.
+sleep = replace(tool(_sleep), name="sleep", func=None, builtin=BuiltinTool.SLEEP)
+
+
 @dataclass(frozen=True)
 class AgentSpec:
-    """Everything the state machine needs to know about an agent."""
+    """Everything the state machine needs to know about an agent.
+
+    ``version`` names this definition: a run records the version (and :attr:`content_hash`)
+    it started on and finishes on it, even when newer versions are served next to it."""
 
     name: str
     system_prompt: str = ""
     model: ModelSpec = field(default_factory=ModelSpec)
     tools: tuple[ToolSpec, ...] = ()
     budgets: Budgets = field(default_factory=Budgets)
+    memory: Memory = field(default_factory=Memory)
+    version: int = 1
 
     def __post_init__(self) -> None:
+        if self.version < 1:
+            raise ConfigurationError(f"agent {self.name}: version must be 1 or more")
         names = [t.name for t in self.tools]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
@@ -185,3 +242,68 @@ class AgentSpec:
     @cached_property
     def parameters_json(self) -> str:
         return json.dumps(self.model.parameters, sort_keys=True)
+
+    @cached_property
+    def content_hash(self) -> str:
+        """A short hash of everything that decides the agent's behaviour: prompt, model, tools
+        (with their approval, timeout, retry and failure settings), budgets and memory."""
+        content = {
+            "system_prompt": self.system_prompt,
+            "model": self.model.model_dump(mode="json"),
+            "tools": [
+                {
+                    **t.definition(),
+                    "requires_approval": t.requires_approval,
+                    "timeout_s": t.timeout_s,
+                    "retry": t.retry.model_dump(mode="json"),
+                    "on_failure": t.on_failure,
+                    "builtin": t.builtin,
+                }
+                for t in self.tools
+            ],
+            "budgets": self.budgets.model_dump(mode="json"),
+            "memory": self.memory.model_dump(mode="json"),
+        }
+        encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version} ({self.content_hash})"
+
+
+@dataclass(frozen=True)
+class SpecVersions:
+    """The versions of one agent spec a processor serves: new runs start on the newest, and a
+    run continues on the version it started on."""
+
+    versions: tuple[AgentSpec, ...]
+
+    def __post_init__(self) -> None:
+        if not self.versions:
+            raise ConfigurationError("no agent spec given")
+        names = {s.name for s in self.versions}
+        if len(names) > 1:
+            raise ConfigurationError(f"versions of different agents: {sorted(names)}")
+        numbers = [s.version for s in self.versions]
+        if len(set(numbers)) != len(numbers):
+            raise ConfigurationError(f"agent {self.versions[0].name}: a version given twice")
+        object.__setattr__(self, "versions", tuple(sorted(self.versions, key=lambda s: s.version)))
+
+    @classmethod
+    def of(cls, specs: AgentSpec | SpecVersions | Iterable[AgentSpec]) -> SpecVersions:
+        if isinstance(specs, SpecVersions):
+            return specs
+        if isinstance(specs, AgentSpec):
+            return cls((specs,))
+        return cls(tuple(specs))
+
+    @property
+    def newest(self) -> AgentSpec:
+        return self.versions[-1]
+
+    def version(self, number: int) -> AgentSpec | None:
+        for spec in self.versions:
+            if spec.version == number:
+                return spec
+        return None

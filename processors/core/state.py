@@ -6,6 +6,7 @@ processor can restore an agent from the compacted changelog and carry on.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
@@ -14,19 +15,29 @@ from pydantic import BaseModel, ConfigDict, Field
 from agentstream.schemas.events import TokenUsage
 
 __all__ = [
+    "CANCELLED_WINDOW",
     "DEDUPE_WINDOW",
     "STATE_FORMAT",
     "AgentState",
+    "AgentStatus",
     "ChatMessage",
+    "Fact",
     "PendingTool",
     "QueuedInput",
     "RunState",
+    "Turn",
     "evolve",
+    "upcast",
 ]
 
 #: How many applied event ids an agent remembers to recognise a re-delivery.
 DEDUPE_WINDOW = 512
-STATE_FORMAT = 1
+#: How many cancelled runs an agent remembers, to record and ignore their late results.
+CANCELLED_WINDOW = 32
+#: The snapshot's format: 2 added memory, pause, pinned spec versions and waits (see upcast).
+STATE_FORMAT = 2
+
+AgentStatus = Literal["idle", "running", "awaiting_approval", "waiting", "sleeping", "paused"]
 
 _Value = TypeVar("_Value", bound=BaseModel)
 
@@ -72,15 +83,42 @@ class ChatMessage(_Frozen):
 
 
 class PendingTool(_Frozen):
-    """A tool call of the current step that has no result yet."""
+    """A tool call of the current step that has no result yet.
+
+    ``held``: planned while the agent was paused, dispatched when it resumes.
+    ``awaiting_callback``: the tool answered that another system completes it (``callback_id``,
+    by ``due_at``); ``sleeping``: the built-in sleep, until ``due_at``."""
 
     call_id: str
     tool_call_id: str
     tool: str
     arguments_json: str
     arguments_hash: str
-    status: Literal["awaiting_approval", "requested"]
+    status: Literal["awaiting_approval", "requested", "held", "awaiting_callback", "sleeping"]
     approval_expires_at: datetime | None = None
+    callback_id: str | None = None
+    due_at: datetime | None = None
+
+
+class Turn(_Frozen):
+    """One past run as the next runs see it: the question, and the answer (with the run's tool
+    calls and results when the spec keeps them)."""
+
+    run_id: str
+    messages: tuple[ChatMessage, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len((m.content or "").encode()) + len(str(m.tool_calls)) for m in self.messages)
+
+
+class Fact(_Frozen):
+    """Something the agent keeps across runs, under a key."""
+
+    key: str
+    value: str
+    recorded_at: datetime
+    recorded_by: str
 
 
 class QueuedInput(_Frozen):
@@ -103,6 +141,13 @@ class RunState(_Frozen):
     pending_tools: tuple[PendingTool, ...] = ()
     tool_results: tuple[ChatMessage, ...] = ()
     finished_calls: tuple[str, ...] = ()
+    #: the spec version the run started on and its content hash (None: started before pinning)
+    spec_version: int | None = None
+    spec_hash: str | None = None
+    #: how many leading ``messages`` are past turns, not this run's own
+    history_len: int = 0
+    #: the next model call was due while the agent was paused
+    held_model_call: bool = False
 
     def pending_tool(self, call_id: str) -> PendingTool | None:
         for pending in self.pending_tools:
@@ -123,14 +168,32 @@ class AgentState(_Frozen):
     recent_event_ids: tuple[str, ...] = ()
     last_event_id: str | None = None
     updated_at: datetime | None = None
+    paused: bool = False
+    conversation: tuple[Turn, ...] = ()
+    facts: tuple[Fact, ...] = ()
+    runs_cancelled: int = 0
+    cancelled_runs: tuple[str, ...] = ()
 
     @property
-    def status(self) -> Literal["idle", "running", "awaiting_approval"]:
+    def status(self) -> AgentStatus:
+        if self.paused:
+            return "paused"
         if self.run is None:
             return "idle"
-        if any(p.status == "awaiting_approval" for p in self.run.pending_tools):
+        statuses = {p.status for p in self.run.pending_tools}
+        if "awaiting_approval" in statuses:
             return "awaiting_approval"
+        if "awaiting_callback" in statuses:
+            return "waiting"
+        if statuses == {"sleeping"}:
+            return "sleeping"
         return "running"
+
+    def fact(self, key: str) -> Fact | None:
+        for fact in self.facts:
+            if fact.key == key:
+                return fact
+        return None
 
     def has_applied(self, event_id: str) -> bool:
         return event_id in self.recent_event_ids
@@ -139,9 +202,40 @@ class AgentState(_Frozen):
         return self.model_dump_json()
 
     @classmethod
-    def from_json(cls, data: str | bytes) -> AgentState:
-        return cls.model_validate_json(data)
+    def from_json(cls, data: str | bytes, state_format: int = STATE_FORMAT) -> AgentState:
+        if state_format == STATE_FORMAT:
+            return cls.model_validate_json(data)
+        return cls.model_validate(upcast(json.loads(data), state_format))
 
     @classmethod
     def new(cls, agent_id: str, tenant_id: str) -> AgentState:
         return cls(agent_id=agent_id, tenant_id=tenant_id)
+
+
+def upcast(data: dict[str, Any], state_format: int) -> dict[str, Any]:
+    """A snapshot's state written in an older ``state_format``, in today's shape.
+
+    Format 1 (before memory and run control) had no pause, memory, cancelled runs, pinned
+    versions or waits: it gets their empty values, and its run is unpinned (it continues on the
+    newest version of its spec, as it would have before)."""
+    if state_format == 1:
+        data = {
+            **data,
+            "paused": False,
+            "conversation": [],
+            "facts": [],
+            "runs_cancelled": 0,
+            "cancelled_runs": [],
+        }
+        if data.get("run") is not None:
+            data["run"] = {
+                **data["run"],
+                "spec_version": None,
+                "spec_hash": None,
+                "history_len": 0,
+                "held_model_call": False,
+            }
+        state_format = 2
+    if state_format != STATE_FORMAT:
+        raise ValueError(f"unknown state format {state_format} (this code writes {STATE_FORMAT})")
+    return data

@@ -37,7 +37,7 @@ from confluent_kafka import (
 
 from agentstream.processors.core.machine import Duplicate, Rejected, transition
 from agentstream.processors.core.spec import AgentSpec
-from agentstream.processors.core.state import AgentState
+from agentstream.processors.core.state import STATE_FORMAT, AgentState
 from agentstream.processors.engine.restore import KeptStates, committed_offsets, read_changelog
 from agentstream.schemas.errors import DeliveryError, ServiceUnavailableError
 from agentstream.schemas.events import (
@@ -63,6 +63,7 @@ from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde
 from agentstream.streams.topics import (
     APPROVAL_DECISIONS,
+    CONTROL,
     DLQ,
     INPUTS,
     MODEL_RESULTS,
@@ -82,7 +83,7 @@ __all__ = [
 log = get_logger(__name__)
 
 #: Topics the processor consumes: everything that can advance an agent.
-PROCESSOR_INPUTS = (INPUTS, MODEL_RESULTS, TOOL_RESULTS, APPROVAL_DECISIONS)
+PROCESSOR_INPUTS = (INPUTS, MODEL_RESULTS, TOOL_RESULTS, APPROVAL_DECISIONS, CONTROL)
 
 
 def _is_fatal(exc: BaseException) -> bool:
@@ -525,6 +526,7 @@ class ProcessorEngine(Service):
             version=state.version,
             last_event_id=state.last_event_id,
             state_json=state.to_json(),
+            state_format=STATE_FORMAT,
             updated_at=state.updated_at or datetime.now(UTC),
             outbox=outbox,
         )

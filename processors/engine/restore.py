@@ -57,7 +57,9 @@ class ChangelogPartition:
         if isinstance(record, ChangelogMarker):
             self.marked_through = max(self.marked_through, record.through_offset)
         elif isinstance(record, AgentStateSnapshot):
-            self.states[record.agent_id] = AgentState.from_json(record.state_json)
+            self.states[record.agent_id] = AgentState.from_json(
+                record.state_json, record.state_format
+            )
             self.outboxes[record.agent_id] = (offset, record.outbox)
             self.last_snapshot_offset = max(self.last_snapshot_offset, offset)
 

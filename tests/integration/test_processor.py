@@ -68,7 +68,7 @@ def check_states_are_folds_of_inputs(settings: Settings, inputs: list[AgentInput
     checked = 0
     for event in inputs:
         agent = event.envelope.agent_id
-        state = AgentState.from_json(snapshots[agent].state_json)
+        state = AgentState.from_json(snapshots[agent].state_json, snapshots[agent].state_format)
         applied = state.recent_event_ids
         assert len(applied) == state.version, "the dedupe window holds the whole history here"
         assert len(set(applied)) == len(applied), f"{agent}: an event was applied twice"

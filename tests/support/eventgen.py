@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, MinLen
@@ -43,6 +44,8 @@ def _for(annotation: Any, metadata: list[Any], avro_int: bool) -> st.SearchStrat
         return st.none() | _for(members[0], metadata, avro_int)
     if any(getattr(m, "pattern", None) == ID_PATTERN for m in metadata):
         return ids
+    if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        return st.sampled_from(list(annotation))
     if annotation is str:
         min_size = max([m.min_length for m in metadata if isinstance(m, MinLen)] or [0])
         return st.text(min_size=min_size, max_size=40)

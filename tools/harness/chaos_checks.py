@@ -165,7 +165,9 @@ def latest_states(settings: Settings, serde: EventSerde) -> dict[str, AgentState
             current = snapshots.get(record.agent_id)
             if current is None or record.version >= current.version:
                 snapshots[record.agent_id] = record
-    return {agent: AgentState.from_json(s.state_json) for agent, s in snapshots.items()}
+    return {
+        agent: AgentState.from_json(s.state_json, s.state_format) for agent, s in snapshots.items()
+    }
 
 
 def check_states_fold(
