@@ -1,8 +1,9 @@
-"""The sample support agent of the demo: three tools, one of them gated by a human approval."""
+"""The sample support agent of the demo: three tools, one of them gated by a human approval,
+and a memory of the last five questions and answers of each customer."""
 
 from __future__ import annotations
 
-from agentstream.processors.core.spec import AgentSpec, Budgets, ModelSpec, tool
+from agentstream.processors.core.spec import AgentSpec, Budgets, Memory, ModelSpec, tool
 
 __all__ = [
     "issue_refund",
@@ -47,4 +48,6 @@ support_agent = AgentSpec(
     model=ModelSpec(provider="scripted", name="support-script"),
     tools=(lookup_order, search_faq, issue_refund),
     budgets=Budgets(max_steps=6, max_tool_calls=6, run_deadline_s=600, approval_timeout_s=300),
+    # the last five questions and answers, so a follow-up needs no repeating
+    memory=Memory(turns=5),
 )

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import Any
 
-from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.spec import AgentSpec, SpecVersions
 from agentstream.schemas.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_SPEC",
     "load_object",
     "load_spec",
+    "load_specs",
 ]
 
 DEFAULT_SPEC = "agentstream.processors.examples:support_agent"
@@ -34,10 +36,31 @@ def load_object(path: str) -> Any:
 
 
 def load_spec(path: str) -> AgentSpec:
-    """An AgentSpec, or a zero-argument callable returning one."""
-    found = load_object(path)
-    if callable(found) and not isinstance(found, AgentSpec):
-        found = found()
-    if not isinstance(found, AgentSpec):
-        raise ConfigurationError(f"{path} is a {type(found).__name__}, not an AgentSpec")
-    return found
+    """An AgentSpec, or a zero-argument callable returning one; for several versions, the
+    newest."""
+    return load_specs([path]).newest
+
+
+def load_specs(paths: Iterable[str]) -> SpecVersions:
+    """The versions of one agent, from one or several paths, each naming an AgentSpec, a
+    SpecVersions, a list or tuple of AgentSpecs, or a zero-argument callable returning one."""
+    paths = list(paths)
+    found: list[AgentSpec] = []
+    for path in paths:
+        obj = load_object(path)
+        if callable(obj) and not isinstance(obj, AgentSpec):
+            obj = obj()
+        if isinstance(obj, SpecVersions):
+            obj = obj.versions
+        items = list(obj) if isinstance(obj, list | tuple) else [obj]
+        for item in items:
+            if not isinstance(item, AgentSpec):
+                raise ConfigurationError(f"{path} holds a {type(item).__name__}, not an AgentSpec")
+        found += items
+    try:
+        return SpecVersions(tuple(found))
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"{', '.join(paths)}: {exc}",
+            hint="give the versions of one agent, each with its own version number",
+        ) from None

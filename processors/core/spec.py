@@ -302,6 +302,10 @@ class SpecVersions:
     def newest(self) -> AgentSpec:
         return self.versions[-1]
 
+    def up_to(self, number: int) -> SpecVersions:
+        """The versions up to ``number``: as the processor served them when that was newest."""
+        return SpecVersions(tuple(s for s in self.versions if s.version <= number))
+
     def version(self, number: int) -> AgentSpec | None:
         for spec in self.versions:
             if spec.version == number:

@@ -36,7 +36,7 @@ from confluent_kafka import (
 )
 
 from agentstream.processors.core.machine import Duplicate, Rejected, transition
-from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.spec import AgentSpec, SpecVersions
 from agentstream.processors.core.state import STATE_FORMAT, AgentState
 from agentstream.processors.engine.restore import KeptStates, committed_offsets, read_changelog
 from agentstream.schemas.errors import DeliveryError, ServiceUnavailableError
@@ -93,7 +93,7 @@ def _is_fatal(exc: BaseException) -> bool:
     return isinstance(error, KafkaError) and error.fatal()
 
 
-SpecResolver = Callable[[str], AgentSpec]
+SpecResolver = Callable[[str], AgentSpec | SpecVersions]
 
 #: what a batch (or its recovery) may fail with while the broker is away or restarting: retried
 #: from the log. ServiceUnavailableError too: a log-end query answered "broker handle destroyed"
@@ -141,7 +141,7 @@ class ProcessorEngine(Service):
     def __init__(
         self,
         settings: Settings,
-        spec: AgentSpec | SpecResolver,
+        spec: AgentSpec | SpecVersions | SpecResolver,
         *,
         serde: EventSerde,
         group_id: str = "agentstream-processor",
@@ -151,7 +151,11 @@ class ProcessorEngine(Service):
         transactional: bool = False,
     ) -> None:
         self.settings = settings
-        self._spec_for: SpecResolver = spec if callable(spec) else (lambda _agent: spec)
+        if callable(spec):
+            self._spec_for: SpecResolver = spec
+        else:
+            versions = SpecVersions.of(spec)  # once, not per event
+            self._spec_for = lambda _agent: versions
         self.serde = serde
         self.group_id = group_id
         self.batch_size = batch_size

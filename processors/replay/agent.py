@@ -12,11 +12,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentstream.processors.core.machine import Duplicate, Rejected, transition
-from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.machine import Decision, Duplicate, Rejected, transition
+from agentstream.processors.core.spec import AgentSpec, SpecVersions
 from agentstream.processors.core.state import AgentState
 from agentstream.processors.replay.history import AgentHistory
-from agentstream.schemas.events import Event
+from agentstream.schemas.events import (
+    Event,
+    ModelCallRequested,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+)
 
 __all__ = [
     "AgentReplay",
@@ -82,10 +88,12 @@ class AgentReplay:
         if run is None:
             return []
         waits = []
+        if self.state is not None and self.state.paused:
+            waits.append("a resume of the paused agent")
         if run.pending_model_call is not None:
             waits.append(f"model call {run.pending_model_call}")
         for pending in run.pending_tools:
-            what = "approval of" if pending.status == "awaiting_approval" else "result of"
+            what = _WAITS_FOR[pending.status]
             waits.append(f"{what} {pending.tool} call {pending.call_id}")
         return waits
 
@@ -96,14 +104,28 @@ class AgentReplay:
         return [s for s in self.steps if not s.identical]
 
 
-def replay_agent(history: AgentHistory, spec: AgentSpec) -> AgentReplay:
-    """Fold ``history``'s inputs through ``spec`` and diff each step's outputs."""
+_WAITS_FOR = {
+    "awaiting_approval": "approval of",
+    "requested": "result of",
+    "held": "a resume, for",
+    "awaiting_callback": "a callback to",
+    "sleeping": "the end of a sleep,",
+}
+
+
+def replay_agent(history: AgentHistory, spec: AgentSpec | SpecVersions) -> AgentReplay:
+    """Fold ``history``'s inputs through ``spec`` and diff each step's outputs.
+
+    Given several versions, each run replays on the version it recorded (when it is among
+    them), as the processor pinned it; given one, every run replays on it (a what-if)."""
+    specs = SpecVersions.of(spec)
     recorded = history.caused()
+    pinned = _recorded_versions(history)
     result = AgentReplay(history.agent_id)
     state: AgentState | None = None
     applied: set[str] = set()
-    for index, event in enumerate(history.applied_order(spec), start=1):
-        decision = transition(state, event, spec)
+    for index, event in enumerate(history.applied_order(specs), start=1):
+        decision = _pinned_transition(state, event, specs, pinned)
         state = decision.state
         event_id = event.envelope.event_id
         applied.add(event_id)
@@ -116,6 +138,38 @@ def replay_agent(history: AgentHistory, spec: AgentSpec) -> AgentReplay:
     result.state = state
     result.orphans = sum(len(v) for k, v in recorded.items() if k not in applied)
     return result
+
+
+def _recorded_versions(history: AgentHistory) -> dict[str, int]:
+    """The spec version each recorded run started on, by run id."""
+    found: dict[str, int] = {}
+    for item in history.outputs:
+        event = item.event
+        run_id = event.envelope.run_id
+        if (
+            isinstance(event, ModelCallRequested | RunCompleted | RunFailed | RunCancelled)
+            and event.spec_version is not None
+            and run_id is not None
+        ):
+            found.setdefault(run_id, event.spec_version)
+    return found
+
+
+def _pinned_transition(
+    state: AgentState | None, event: Event, specs: SpecVersions, pinned: dict[str, int]
+) -> Decision:
+    """``transition``, with a run that starts here started on its recorded version: the
+    processor started it on the newest version it served then, which may be older than the
+    newest given now."""
+    decision = transition(state, event, specs)
+    run = decision.state.run
+    before = state.run.run_id if state is not None and state.run is not None else None
+    if run is None or run.run_id == before or run.run_id not in pinned:
+        return decision
+    want = pinned[run.run_id]
+    if want == run.spec_version or specs.version(want) is None:
+        return decision
+    return transition(state, event, specs.up_to(want))
 
 
 def diff_outputs(recorded: list[Event], replayed: list[Event]) -> tuple[OutputDiff, ...]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agentstream.processors.core.machine import fold
+from agentstream.processors.core.machine import SOURCE, fold
 from agentstream.processors.core.ordering import causal_order
-from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.spec import AgentSpec, SpecVersions
 from agentstream.processors.core.state import AgentState
 from agentstream.processors.engine.loop import PROCESSOR_INPUTS
 from agentstream.processors.replay.order import Queued, processor_order
@@ -21,6 +21,7 @@ from agentstream.streams.topics import (
     APPROVAL_REQUESTS,
     MODEL_CALLS,
     OUTCOMES,
+    TIMERS,
     TOOL_CALLS,
     TopicSpec,
 )
@@ -32,8 +33,16 @@ __all__ = [
     "read_history",
 ]
 
-#: What the processor emits (everything it writes but its state changelog and the DLQ).
-PROCESSOR_OUTPUTS: tuple[TopicSpec, ...] = (MODEL_CALLS, TOOL_CALLS, APPROVAL_REQUESTS, OUTCOMES)
+#: What the processor emits (everything it writes but its state changelog and the DLQ). It also
+#: writes to one of its inputs, agent.control: the facts of the ``remember`` tool, which it
+#: applies when it reads them back; those records are both an output and an input.
+PROCESSOR_OUTPUTS: tuple[TopicSpec, ...] = (
+    MODEL_CALLS,
+    TOOL_CALLS,
+    APPROVAL_REQUESTS,
+    OUTCOMES,
+    TIMERS,
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class AgentHistory:
                 found.setdefault(env.causation_id, {}).setdefault(env.event_id, item.event)
         return {cause: list(events.values()) for cause, events in found.items()}
 
-    def applied_order(self, spec: AgentSpec) -> list[Event]:
+    def applied_order(self, spec: AgentSpec | SpecVersions) -> list[Event]:
         """The inputs in the order the processor applied them (see processors/replay/order.py)."""
         rank = {spec_.name: i for i, spec_ in enumerate(PROCESSOR_INPUTS)}
         streams: dict[str, list[Queued]] = {}
@@ -83,7 +92,7 @@ class AgentHistory:
         }
         return processor_order([streams[t] for t in sorted(streams)], caused, spec)
 
-    def state(self, spec: AgentSpec) -> AgentState | None:
+    def state(self, spec: AgentSpec | SpecVersions) -> AgentState | None:
         """The agent's current state, folded by the processor's own pure state machine."""
         return fold(self.applied_order(spec), spec)
 
@@ -145,4 +154,6 @@ def read_history(
                 continue  # the processor dead-lettered it, as above
             item = Recorded(record, logical[topic], msg.partition() or 0, msg.offset() or 0)
             (history.inputs if item.is_input else history.outputs).append(item)
+            if item.is_input and record.envelope.source == SOURCE:
+                history.outputs.append(item)
     return history

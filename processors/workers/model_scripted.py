@@ -2,9 +2,10 @@
 and, once no rule is left to fire, to a final answer. Same conversation, same reply.
 
 A rule fires at most once per run, in order, when its ``when`` pattern is found in the user's
-text and every placeholder of its arguments resolves. Placeholders: ``{text}`` (the user's
-text), the named groups of every matching rule's pattern so far (``{order_id}``), and
-``{result.TOOL.FIELD}`` (a field of that tool's latest JSON result). A value that is a single
+text (with ``recall``, also in the user's earlier messages the run starts with, newest first:
+what the agent remembers from past runs) and every placeholder of its arguments resolves.
+Placeholders: ``{text}`` (the user's text), the named groups of every matching rule's pattern
+so far (``{order_id}``), and ``{result.TOOL.FIELD}`` (a field of that tool's latest JSON result). A value that is a single
 placeholder keeps the placeholder's JSON type.
 
 A script comes from the model call's parameters (``{"script": {"rules": [...]}}``, so an agent
@@ -43,6 +44,7 @@ class ScriptRule(BaseModel):
     when: str
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    recall: bool = False
 
 
 class Script(BaseModel):
@@ -59,6 +61,8 @@ SUPPORT_SCRIPT = Script(
             when=r"\b(?P<order_id>o-\d+)\b",
             tool="lookup_order",
             arguments={"order_id": "{order_id}"},
+            # "when will it arrive?" after "where is o-1001?" looks o-1001 up again
+            recall=True,
         ),
         ScriptRule(
             when=r"\brefund",
@@ -108,10 +112,8 @@ class ScriptedModel:
     def reply(self, request: ModelRequest) -> ModelResponse:
         script = self.script_for(request)
         messages = request.messages
-        text = next(
-            (str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"),
-            "",
-        )
+        said = [str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"]
+        text = said[0] if said else ""
         called = {
             call.get("id")
             for m in messages
@@ -121,7 +123,10 @@ class ScriptedModel:
         results = _tool_results(messages)
         values: dict[str, Any] = {"text": text}
         for index, rule in enumerate(script.rules):
-            match = re.search(rule.when, text, re.IGNORECASE)
+            searched = said if rule.recall else said[:1]
+            match = next(
+                (m for t in searched if (m := re.search(rule.when, t, re.IGNORECASE))), None
+            )
             if match is None:
                 continue
             values.update({k: v for k, v in match.groupdict().items() if v is not None})

@@ -27,7 +27,13 @@ def demo(
 
     from agentstream.schemas.events import ApprovalRequested
     from agentstream.streams.serde import EventSerde, registry_client
-    from agentstream.tools.harness.demo import outcome_table, run_demo, timeline_table
+    from agentstream.tools.harness.demo import (
+        QUESTIONS,
+        memory_note,
+        outcome_table,
+        run_demo,
+        timeline_table,
+    )
 
     def decide(request: ApprovalRequested) -> str | None:
         if not interactive:
@@ -39,12 +45,13 @@ def demo(
     out.print(f"starting the {broker} stack and the agentstream services…")
     with full_stack(DEFAULT_SPEC, broker=broker) as running:
         out.print(
-            f"ready in {running.ready_seconds:.1f}s; sending three questions to the "
-            "support agent (scripted model, refunds need approval)\n"
+            f"ready in {running.ready_seconds:.1f}s; sending {len(QUESTIONS)} questions to the "
+            "support agent (scripted model, refunds need approval, a follow-up from memory)\n"
         )
         serde = EventSerde(registry_client(running.settings.require_schema_registry_url()))
         result = run_demo(running.settings, serde, out, decide=decide)
         out.print()
         out.print(outcome_table(result))
+        out.print(memory_note(result))
         out.print(timeline_table("customer-ben", result.timeline["customer-ben"]))
     out.print("everything stopped; nothing is left running")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agentstream.processors.loading import DEFAULT_SPEC, load_spec
+from agentstream.processors.loading import DEFAULT_SPEC, load_specs
 from agentstream.streams.runtime.gc_tuning import collect_rarely
 from agentstream.streams.runtime.health import observability
 from agentstream.streams.runtime.settings import load_settings
@@ -23,8 +23,14 @@ def register(root: typer.Typer) -> None:
 @app.command("run")
 def processor_run(
     spec: Annotated[
-        str, typer.Option(help="The agent, as package.module:attribute (an AgentSpec).")
-    ] = DEFAULT_SPEC,
+        list[str] | None,
+        typer.Option(
+            "--spec",
+            help="The agent, as package.module:attribute: an AgentSpec, or a list of its "
+            "versions; repeatable, one per version. New runs start on the newest version, "
+            "runs in flight finish on the one they started on.",
+        ),
+    ] = None,
     group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
         "agentstream-processor"
     ),
@@ -40,12 +46,13 @@ def processor_run(
     from agentstream.streams.serde import EventSerde, registry_client
 
     settings = load_settings()
-    agent = load_spec(spec)
+    versions = load_specs(spec or [DEFAULT_SPEC])
+    agent = versions.newest
     ensure_topics(settings)
     serde = EventSerde(registry_client(settings.require_schema_registry_url()))
     engine = ProcessorEngine(
         settings,
-        agent,
+        versions,
         serde=serde,
         group_id=group,
         batch_size=batch_size,
@@ -54,7 +61,10 @@ def processor_run(
     )
     engine.install_signal_handlers()
     collect_rarely()
-    err.print(f"processor running agent {agent.name!r} in group {group!r}; Ctrl-C stops it")
+    served = ", ".join(f"v{v.version} ({v.content_hash})" for v in versions.versions)
+    err.print(
+        f"processor running agent {agent.name!r} {served} in group {group!r}; Ctrl-C stops it"
+    )
     with observability("processor", engine.readiness, settings, metrics_port):
         stats = engine.run()
     err.print(

@@ -1,14 +1,16 @@
 """The demo: the whole product on the embedded stack, in one command.
 
 It starts the broker, the registry and PostgreSQL, then the processor, the tool and model
-workers, the approval timer and the projector; sends three questions to the sample support agent
-(scripted model, three tools, refunds gated by a person); shows each event as it happens;
+workers, the approval timer and the projector; sends four questions to the sample support agent
+(scripted model, three tools, refunds gated by a person), the last a follow-up that only makes
+sense with the first run's answer in memory; shows each event as it happens;
 approves the refund (or asks, with ``--interactive``); prints the outcomes and one agent's audit
 timeline; and stops everything.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -21,16 +23,16 @@ from rich.table import Table
 
 from agentstream.schemas.errors import ServiceUnavailableError
 from agentstream.schemas.events import (
-    AgentInput,
     ApprovalGranted,
     ApprovalRequested,
     Envelope,
     Event,
+    ModelCallRequested,
     RunCompleted,
     RunFailed,
 )
 from agentstream.streams.consumer import reader_config
-from agentstream.streams.producer import AgentStreamProducer
+from agentstream.streams.producer import AgentStreamProducer, new_input
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import EventSerde
 from agentstream.streams.topics import TOPICS
@@ -39,30 +41,19 @@ QUESTIONS = (
     ("customer-ana", "Where is my order o-1001?"),
     ("customer-ben", "Order o-1003 arrived broken, please refund it."),
     ("customer-cho", "How do returns work?"),
+    # queued behind ana's first run, it starts with that run's question and answer
+    ("customer-ana", "And which carrier brings it?"),
 )
 _WATCHED = [t for t in TOPICS if t.name not in ("agent.state", "agent.dlq")]
 
 
 @dataclass
 class DemoResult:
+    #: each question's outcome, by the id of its input (its runs' correlation id)
     outcomes: dict[str, Event] = field(default_factory=dict)
+    questions: dict[str, tuple[str, str]] = field(default_factory=dict)
     timeline: dict[str, list[Event]] = field(default_factory=dict)
     approvals: list[tuple[ApprovalRequested, str]] = field(default_factory=list)
-
-
-def _input(agent_id: str, text: str) -> AgentInput:
-    event_id = str(uuid.uuid4())
-    return AgentInput(
-        envelope=Envelope(
-            event_id=event_id,
-            agent_id=agent_id,
-            tenant_id="demo",
-            correlation_id=event_id,
-            occurred_at=datetime.now(UTC),
-            source="demo",
-        ),
-        text=text,
-    )
 
 
 def _grant(request: ApprovalRequested, approver: str) -> ApprovalGranted:
@@ -125,15 +116,17 @@ def run_demo(
     seen: set[str] = set()
     with AgentStreamProducer(settings, serde) as producer:
         for agent_id, text in QUESTIONS:
-            producer.send(_input(agent_id, text))
+            question = new_input(agent_id, text, tenant_id="demo", source="demo")
+            result.questions[question.event_id] = (agent_id, text)
+            producer.send(question)
         deadline = time.monotonic() + timeout
         try:
             # An outcome can be read before events of its run on other topics, so read on
             # until every event shown has its cause shown too.
-            while set(result.outcomes) != agents or _causes_missing(result, seen):
+            while set(result.outcomes) != set(result.questions) or _causes_missing(result, seen):
                 if time.monotonic() > deadline:
                     raise ServiceUnavailableError(
-                        f"only {len(result.outcomes)} of {len(agents)} runs ended in "
+                        f"only {len(result.outcomes)} of {len(QUESTIONS)} runs ended in "
                         f"{timeout:.0f}s",
                         hint="run with --verbose and check the service logs",
                     )
@@ -157,7 +150,7 @@ def run_demo(
                     if approver:
                         producer.send(_grant(event, approver))
                 if isinstance(event, RunCompleted | RunFailed):
-                    result.outcomes[event.agent_id] = event
+                    result.outcomes[event.envelope.correlation_id] = event
         finally:
             consumer.close()
     return result
@@ -205,8 +198,8 @@ def outcome_table(result: DemoResult) -> Table:
     table = Table(title="outcomes")
     for column in ("agent", "question", "outcome", "steps", "tools", "tokens", "answer"):
         table.add_column(column)
-    questions = dict(QUESTIONS)
-    for agent_id, outcome in sorted(result.outcomes.items()):
+    for input_id, (agent_id, question) in result.questions.items():
+        outcome = result.outcomes[input_id]
         completed = isinstance(outcome, RunCompleted)
         answer = (
             outcome.output
@@ -218,7 +211,7 @@ def outcome_table(result: DemoResult) -> Table:
         usage = getattr(outcome, "usage", None)
         table.add_row(
             agent_id,
-            questions[agent_id],
+            question,
             "[green]completed[/green]" if completed else "[red]failed[/red]",
             str(steps),
             str(tools),
@@ -226,6 +219,24 @@ def outcome_table(result: DemoResult) -> Table:
             answer,
         )
     return table
+
+
+def memory_note(result: DemoResult) -> str:
+    """What the follow-up's first model call was given: the earlier turns it remembered."""
+    follow_up_id, (agent_id, question) = list(result.questions.items())[-1]
+    for event in result.timeline.get(agent_id, []):
+        if (
+            isinstance(event, ModelCallRequested)
+            and event.step == 1
+            and event.envelope.correlation_id == follow_up_id
+        ):
+            earlier = json.loads(event.messages_json)[:-1]
+            said = " / ".join(f"{m['role']}: {(m['content'] or '')[:60]}" for m in earlier)
+            return (
+                f"memory: {agent_id}'s follow-up “{question}” reached the model after "
+                f"{len(earlier)} remembered message(s) ({said})\n"
+            )
+    return f"memory: the follow-up of {agent_id} was not seen\n"
 
 
 def timeline_table(agent_id: str, events: list[Event]) -> Table:
