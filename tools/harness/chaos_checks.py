@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 
 from agentstream.processors.core.machine import fold
@@ -27,9 +27,11 @@ from agentstream.schemas.events import (
     AgentStateSnapshot,
     DeadLetter,
     Event,
+    RunCancelled,
     RunCompleted,
     RunFailed,
 )
+from agentstream.schemas.reasons import DeadLetterReason
 from agentstream.streams.consumer import reader_config
 from agentstream.streams.log_end import places_with_records
 from agentstream.streams.runtime.settings import Settings
@@ -48,7 +50,7 @@ def outcomes_by_run(settings: Settings, serde: EventSerde) -> dict[str, set[str]
     found: dict[str, set[str]] = defaultdict(set)
     for scanned in scan_topics(settings, serde, [OUTCOMES]):
         record = scanned.record
-        if isinstance(record, RunCompleted | RunFailed):
+        if isinstance(record, RunCompleted | RunFailed | RunCancelled):
             found[record.envelope.run_id or ""].add(record.envelope.event_id)
     return found
 
@@ -116,6 +118,7 @@ class Verdict:
     runs: int = 0
     completed: int = 0
     failed: int = 0
+    cancelled: int = 0
     outcome_records: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -136,7 +139,7 @@ def check_outcomes(settings: Settings, inputs: Sequence[AgentInput], verdict: Ve
     kinds: dict[str, str] = {}
     for scanned in scan_topics(settings, serde, [OUTCOMES]):
         record = scanned.record
-        if not isinstance(record, RunCompleted | RunFailed):
+        if not isinstance(record, RunCompleted | RunFailed | RunCancelled):
             verdict.problem(f"a {type(record).__name__} on the outcomes topic")
             continue
         verdict.outcome_records += 1
@@ -149,6 +152,7 @@ def check_outcomes(settings: Settings, inputs: Sequence[AgentInput], verdict: Ve
     verdict.duplicated += len(twice)
     verdict.completed = sum(1 for k in kinds.values() if k == "RunCompleted")
     verdict.failed = sum(1 for k in kinds.values() if k == "RunFailed")
+    verdict.cancelled = sum(1 for k in kinds.values() if k == "RunCancelled")
     if verdict.lost:
         verdict.problem(f"{verdict.lost} run(s) of {len(inputs)} have no outcome")
     if len(distinct) > len(inputs):
@@ -195,10 +199,11 @@ def check_states_fold(
         _check_one_state(
             agent, state, on_topics=per_agent[agent], events=events, spec=spec, verdict=verdict
         )
-        if state.run is not None or state.queue or state.runs_completed + state.runs_failed != runs:
+        ended = state.runs_completed + state.runs_failed + state.runs_cancelled
+        if state.run is not None or state.queue or state.paused or ended != runs:
             verdict.problem(
-                f"{agent}: {state.runs_completed} completed + {state.runs_failed} failed runs "
-                f"of {runs}, status {state.status}"
+                f"{agent}: {state.runs_completed} completed + {state.runs_failed} failed + "
+                f"{state.runs_cancelled} cancelled runs of {runs}, status {state.status}"
             )
 
 
@@ -236,7 +241,15 @@ def check_projection(settings: Settings, schema: str, verdict: Verdict) -> None:
         verdict.problem(f"the read models differ from a rebuild in {report.differing()}")
 
 
-def check_dead_letters(settings: Settings, bad: Sequence[BadRecord], verdict: Verdict) -> None:
+def check_dead_letters(
+    settings: Settings,
+    bad: Sequence[BadRecord],
+    verdict: Verdict,
+    *,
+    may_refuse: Set[str] = frozenset(),
+) -> None:
+    """Every bad record dead-lettered by each of its readers, and nothing else, but for the
+    events of ``may_refuse``: cancels that may reach the processor before their run."""
     expected = {
         (reader, record.topic, record.partition, record.offset)
         for record in bad
@@ -262,7 +275,10 @@ def check_dead_letters(settings: Settings, bad: Sequence[BadRecord], verdict: Ve
             letter.original_partition,
             letter.original_offset,
         )
-        if key not in expected:
+        refused_cancel = (
+            letter.event_id in may_refuse and letter.error_class == DeadLetterReason.UNKNOWN_RUN
+        )
+        if key not in expected and not refused_cancel:
             verdict.problem(
                 f"unexpected dead letter from {letter.source} of {letter.original_topic}: "
                 f"{letter.error_class}: {letter.reason[:200]}"

@@ -25,6 +25,7 @@ from agentstream.tools.harness.chaos_services import prepare_services
 from agentstream.tools.harness.chaos_workload import (
     AutoApprover,
     BadRecord,
+    Steering,
     questions,
     send_bad_records,
     stamped_now,
@@ -66,7 +67,8 @@ class ChaosReport:
     def figures(self) -> str:
         v = self.verdict
         return (
-            f"events={v.events} runs={v.runs} (completed={v.completed} failed={v.failed}) "
+            f"events={v.events} runs={v.runs} (completed={v.completed} failed={v.failed} "
+            f"cancelled={v.cancelled}) "
             f"outcome_records={v.outcome_records} kills={sum(self.kills.values())} "
             f"({', '.join(f'{k} {n}' for k, n in sorted(self.kills.items()))}) "
             f"lost={v.lost} duplicated={v.duplicated} applied_checked={v.applied_checked} "
@@ -92,6 +94,7 @@ def run_chaos(
     began = time.monotonic()
     spec = load_spec(config.spec)
     inputs = questions(config.agents, config.runs_per_agent, config.seed)
+    steering = Steering.of(inputs)
     report = ChaosReport(config, chaos_checks.Verdict())
     services = prepare_services(config.spec, settings, schema, workdir, "chaos.")
     approver = AutoApprover(settings)
@@ -104,6 +107,7 @@ def run_chaos(
             services=services,
             broker=broker,
             inputs=inputs,
+            steering=steering,
             config=config,
             report=report,
             progress=progress,
@@ -130,7 +134,7 @@ def run_chaos(
     chaos_checks.check_outcomes(settings, inputs, verdict)
     chaos_checks.check_states_fold(settings, spec, inputs, verdict)
     chaos_checks.check_projection(settings, schema, verdict)
-    chaos_checks.check_dead_letters(settings, bad, verdict)
+    chaos_checks.check_dead_letters(settings, bad, verdict, may_refuse=steering.cancels)
     verdict.events = chaos_checks.count_events(settings)
     report.total_seconds = time.monotonic() - began
     return report
@@ -142,6 +146,7 @@ def _under_kills(
     services: ServiceSupervisor,
     broker: Broker | None,
     inputs: list[AgentInput],
+    steering: Steering,
     config: ChaosConfig,
     report: ChaosReport,
     progress: Progress,
@@ -156,6 +161,8 @@ def _under_kills(
     per_slice = len(inputs) // slices + 1
     with AgentStreamProducer(settings) as producer:
         bad = send_bad_records(settings, producer, config.bad_records)
+        for event in steering.first():
+            producer.send_async(event)
         for n in range(slices):
             for event in inputs[n * per_slice : (n + 1) * per_slice]:
                 producer.send_async(stamped_now(event))
@@ -186,6 +193,9 @@ def _under_kills(
             report.kills[victim.name] += 1
             victim.start()
             progress(f"kill {n + 1}/{config.kills}: {victim.name}")
+        for event in steering.last():
+            producer.send_async(event)
+        producer.flush()
     report.chaos_seconds = time.monotonic() - began
     return bad
 

@@ -1,5 +1,6 @@
 """What a chaos or soak run sends: questions to the support agent, a person who decides every
-approval, and a few records that are meant for the DLQ."""
+approval, operators who steer some agents (facts, erasures, pauses, cancels), and a few records
+that are meant for the DLQ."""
 
 from __future__ import annotations
 
@@ -8,16 +9,28 @@ import random
 import threading
 import uuid
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Self
 
 from confluent_kafka import Consumer
 
 from agentstream.processors.control.approvals import decide
-from agentstream.schemas.events import AgentInput, ApprovalRequested, AvroRecord, Envelope
+from agentstream.processors.core.machine import run_id_of
+from agentstream.schemas.events import (
+    AgentInput,
+    AgentPaused,
+    AgentResumed,
+    ApprovalRequested,
+    AvroRecord,
+    Envelope,
+    Event,
+    MemoryErased,
+    MemoryRecorded,
+    RunCancelRequested,
+)
 from agentstream.streams.consumer import group_config
-from agentstream.streams.producer import AgentStreamProducer
+from agentstream.streams.producer import AgentStreamProducer, new_envelope
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
 from agentstream.streams.topics import (
@@ -74,6 +87,72 @@ def stamped_now(event: AgentInput, at: datetime | None = None) -> AgentInput:
     run's deadline counts from its input."""
     envelope = event.envelope.model_copy(update={"occurred_at": at or datetime.now(UTC)})
     return event.model_copy(update={"envelope": envelope})
+
+
+OPERATOR = "chaos-operator"
+
+
+@dataclass
+class Steering:
+    """What operators do to some agents during a run, built when sent (stamped then).
+
+    With the first inputs: a fact for every fourth agent, a pause for every sixth. After the
+    last inputs: an erasure of every eighth agent's fact, then a cancel of the last run of
+    every twelfth (all of them paused, so that run is still waiting), then the resumes. A
+    cancel may still reach the processor before the input of its run (the topics are read
+    side by side): it is then dead-lettered as an unknown run and the run completes; both are
+    correct, and the checks accept either."""
+
+    agents: list[str]
+    last_input: dict[str, str]
+    #: the event ids of the cancels sent
+    cancels: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, inputs: list[AgentInput]) -> Steering:
+        last = {event.envelope.agent_id: event.event_id for event in inputs}
+        return cls(sorted(last), last)
+
+    def first(self) -> list[Event]:
+        events: list[Event] = []
+        for i, agent in enumerate(self.agents):
+            if i % 4 == 0:
+                events.append(
+                    MemoryRecorded(
+                        envelope=self._envelope(agent),
+                        key="tier",
+                        value=f"gold since {i}",
+                        recorded_by=OPERATOR,
+                    )
+                )
+            if i % 6 == 1:
+                events.append(AgentPaused(envelope=self._envelope(agent), requested_by=OPERATOR))
+        return events
+
+    def last(self) -> list[Event]:
+        events: list[Event] = []
+        for i, agent in enumerate(self.agents):
+            if i % 8 == 0:
+                events.append(
+                    MemoryErased(envelope=self._envelope(agent), key="tier", requested_by=OPERATOR)
+                )
+            if i % 12 == 1:
+                run_id = run_id_of(self.last_input[agent])
+                cancel = RunCancelRequested(
+                    envelope=self._envelope(agent, run_id), requested_by=OPERATOR, reason="chaos"
+                )
+                self.cancels.add(cancel.event_id)
+                events.append(cancel)
+        events += [
+            AgentResumed(envelope=self._envelope(agent), requested_by=OPERATOR)
+            for i, agent in enumerate(self.agents)
+            if i % 6 == 1
+        ]
+        return events
+
+    @staticmethod
+    def _envelope(agent: str, run_id: str | None = None) -> Envelope:
+        return new_envelope(agent, tenant_id="chaos", run_id=run_id, source="chaos")
 
 
 def denies(call_id: str) -> bool:
