@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from agentstream.processors.core.machine import transition
-from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.spec import AgentSpec, SpecVersions
 from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import (
     ApprovalGranted,
@@ -108,7 +108,7 @@ class ScriptedWorld:
 
 def drive(
     inputs: Iterable[Event],
-    spec: AgentSpec,
+    spec: AgentSpec | SpecVersions,
     world: Callable[[Event], Event | None],
     state: AgentState | None = None,
 ) -> tuple[list[Event], AgentState | None]:
