@@ -873,6 +873,8 @@ def _on_resume(state: AgentState, step: _Step) -> AgentState:
         return _past_deadline(state, run, step)
     if run.held_model_call:
         return _request_model(state, run, step)
+    if not any(p.status == "held" for p in run.pending_tools):
+        return state  # nothing held back: what is in flight is answered as usual
     pending: list[PendingTool] = []
     immediate = list(run.tool_results)
     for planned in run.pending_tools:

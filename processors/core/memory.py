@@ -63,10 +63,13 @@ def system_prompt(prompt: str, facts: Sequence[Fact]) -> str:
 
 
 def _spellings(secret: str) -> list[str]:
-    """The text as it appears raw, inside a JSON string, and inside JSON nested in JSON."""
-    once = json.dumps(secret, ensure_ascii=False)[1:-1]
-    twice = json.dumps(once, ensure_ascii=False)[1:-1]
-    return sorted({secret, once, twice}, key=len, reverse=True)
+    """The text as it appears raw, inside a JSON string, and inside JSON nested in JSON; in
+    JSON both as UTF-8 and as \\u escapes (what ``json.dumps`` writes by default)."""
+    spellings = {secret}
+    for ascii_only in (False, True):
+        once = json.dumps(secret, ensure_ascii=ascii_only)[1:-1]
+        spellings |= {once, json.dumps(once, ensure_ascii=ascii_only)[1:-1]}
+    return sorted(spellings, key=len, reverse=True)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentstream.schemas.errors import ConfigurationError
 from agentstream.schemas.events import TokenUsage
 
 __all__ = [
@@ -237,5 +238,9 @@ def upcast(data: dict[str, Any], state_format: int) -> dict[str, Any]:
             }
         state_format = 2
     if state_format != STATE_FORMAT:
-        raise ValueError(f"unknown state format {state_format} (this code writes {STATE_FORMAT})")
+        raise ConfigurationError(
+            f"an agent snapshot is in state format {state_format}; this code reads formats 1 "
+            f"to {STATE_FORMAT}",
+            hint="a newer agentstream wrote it: run that version, or a newer one",
+        )
     return data

@@ -5,8 +5,8 @@ A rule fires at most once per run, in order, when its ``when`` pattern is found 
 text (with ``recall``, also in the user's earlier messages the run starts with, newest first:
 what the agent remembers from past runs) and every placeholder of its arguments resolves.
 Placeholders: ``{text}`` (the user's text), the named groups of every matching rule's pattern
-so far (``{order_id}``), and ``{result.TOOL.FIELD}`` (a field of that tool's latest JSON result). A value that is a single
-placeholder keeps the placeholder's JSON type.
+so far (``{order_id}``), and ``{result.TOOL.FIELD}`` (a field of that tool's latest JSON
+result). A value that is a single placeholder keeps the placeholder's JSON type.
 
 A script comes from the model call's parameters (``{"script": {"rules": [...]}}``, so an agent
 spec can carry its own) or by the model's name from the built-in scripts (``support-script``

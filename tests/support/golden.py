@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentstream.processors.core.machine import Rejected, transition
-from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.spec import AgentSpec, SpecVersions
 from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import EVENT_TYPES, Event
 
@@ -41,11 +41,30 @@ class Line:
     version: int
 
 
-def replay(lines: list[Line], spec: AgentSpec) -> list[Line]:
+@dataclass(frozen=True)
+class Rollout:
+    """What the processor served over a history, as deployments: (the number of the first
+    delivery it handles, counting from 0, the specs served from there on)."""
+
+    deployments: tuple[tuple[int, AgentSpec | SpecVersions], ...]
+
+    def served(self, delivery: int) -> AgentSpec | SpecVersions:
+        return [spec for first, spec in self.deployments if first <= delivery][-1]
+
+
+#: The spec a history is replayed on: one, its versions, or how they were rolled out.
+Served = AgentSpec | SpecVersions | Rollout
+
+#: What the world answers an emitted event with: nothing, one event, or several in order.
+Reply = Event | Sequence[Event] | None
+
+
+def replay(lines: list[Line], spec: Served) -> list[Line]:
     state: AgentState | None = None
     out = []
-    for line in lines:
-        decision = transition(state, event_from_json(line.event), spec)
+    for number, line in enumerate(lines):
+        served = spec.served(number) if isinstance(spec, Rollout) else spec
+        decision = transition(state, event_from_json(line.event), served)
         state = decision.state
         rejection = None
         if isinstance(decision, Rejected):
@@ -72,7 +91,7 @@ def dump(path: Path, lines: list[Line]) -> None:
 
 
 def run_scenario(
-    spec: AgentSpec, inputs: list[Event], respond: Callable[[Event], Event | None]
+    spec: Served, inputs: list[Event], respond: Callable[[Event], Reply]
 ) -> list[Line]:
     """Deliver inputs and every reply in FIFO order; record each delivery."""
     queue: deque[Event] = deque(inputs)
@@ -83,12 +102,15 @@ def run_scenario(
         state_lines = replay(delivered, spec)
         for emitted in state_lines[-1].emits:
             reply = respond(event_from_json(emitted))
-            if reply is not None:
+            if isinstance(reply, Event):
                 queue.append(reply)
+            elif reply is not None:
+                queue.extend(reply)
     return replay(delivered, spec)
 
 
-if __name__ == "__main__":
+def record() -> None:
+    """Record every scenario of golden_scenarios.py."""
     from golden_scenarios import SCENARIOS
 
     GOLDEN_DIR.mkdir(exist_ok=True)
@@ -96,3 +118,10 @@ if __name__ == "__main__":
         path = GOLDEN_DIR / f"{name}.jsonl"
         dump(path, run_scenario(spec, inputs, respond))
         print(f"recorded {path.name}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    # Through the module, not __main__: the scenarios' Rollouts are golden.Rollout.
+    from golden import record as record_from_module
+
+    record_from_module()

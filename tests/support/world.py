@@ -9,17 +9,34 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from agentstream.processors.core.spec import AgentSpec, Budgets, ToolSpec, tool
+from agentstream.processors.core.machine import Decision, transition
+from agentstream.processors.core.spec import (
+    AgentSpec,
+    Budgets,
+    Memory,
+    SpecVersions,
+    ToolSpec,
+    tool,
+)
+from agentstream.processors.core.state import AgentState, evolve
 from agentstream.processors.testing import ModelReply, ScriptedWorld
 from agentstream.schemas.events import (
     ApprovalGranted,
     ApprovalRequested,
+    CallbackCompleted,
+    Event,
     ModelCallCompleted,
     ModelCallRequested,
+    TimerFired,
+    TimerSet,
     ToolCallCompleted,
     ToolCallIntent,
     ToolCallRequested,
+    ToolCallWaiting,
 )
 
 
@@ -98,3 +115,160 @@ def approve(request: ApprovalRequested, approver: str = "alice") -> ApprovalGran
     reply = dataclasses.replace(WORLD, approver=approver)(request)
     assert isinstance(reply, ApprovalGranted)
     return reply
+
+
+# --- Memory, run control, versions and waits -------------------------------------------------
+
+
+@tool(on_failure="report_to_model")
+def collect_signature(document: str) -> dict[str, str]:
+    """Ask a person to sign a document; they sign in another system, which calls back."""
+    return {"document": document, "status": "sent for signature"}
+
+
+@tool
+def await_payment(invoice: str) -> dict[str, str]:
+    """Wait until an invoice is paid; the payment system calls back."""
+    return {"invoice": invoice, "status": "pending"}
+
+
+def agent_spec(
+    *extra: ToolSpec,
+    memory: Memory | None = None,
+    version: int = 1,
+    system_prompt: str = "Be helpful.",
+    **budgets: object,
+) -> AgentSpec:
+    """The support agent with more tools (built-in or waiting ones), memory and a version."""
+    return AgentSpec(
+        name="support",
+        system_prompt=system_prompt,
+        tools=(lookup_order, refund, *extra),
+        budgets=Budgets.model_validate(budgets),
+        memory=memory or Memory(),
+        version=version,
+    )
+
+
+def _newest_question(messages: list[dict[str, object]]) -> int:
+    """The index of the run's question: the last user message (earlier turns come first)."""
+    return max(i for i, m in enumerate(messages) if m["role"] == "user")
+
+
+def _intent(number: int, tool_name: str, arguments: dict[str, object]) -> ToolCallIntent:
+    return ToolCallIntent(
+        tool_call_id=f"tc-{number}", tool=tool_name, arguments_json=json.dumps(arguments)
+    )
+
+
+def _first_step(text: str) -> list[ToolCallIntent]:
+    """What the chat model asks for first, by the question's leading word."""
+    word, _, rest = text.partition(" ")
+    if word == "remember":
+        key, _, value = rest.partition("=")
+        return [_intent(1, "remember", {"key": key, "value": value})]
+    if word == "sleep":
+        return [_intent(1, "sleep", {"seconds": float(rest)})]
+    if word == "sign":
+        return [_intent(1, "collect_signature", {"document": rest})]
+    if word == "pay":
+        return [_intent(1, "await_payment", {"invoice": rest})]
+    return [_intent(1, "lookup_order", {"order_id": "o-1"})]
+
+
+def _chat_model(request: ModelCallRequested) -> ModelReply:
+    """Like the support model, but reads the newest question (with memory, earlier turns come
+    first): one tool call chosen by its first word, then an answer that says how much it saw."""
+    messages = json.loads(request.messages_json)
+    asked = _newest_question(messages)
+    text = str(messages[asked]["content"])
+    own = messages[asked + 1 :]
+    if not own:
+        return None, _first_step(text)
+    results = sum(1 for m in own if m["role"] == "tool")
+    return f"answered {text!r} after {results} tool result(s) and {asked} earlier message(s)", []
+
+
+CHAT_WORLD = ScriptedWorld(
+    namespace=uuid.UUID("9b0e4f57-52a4-4f0e-9d6c-1c6a3f5e7d21"),
+    model=_chat_model,
+    tool=lambda request: json.dumps({"ok": True, "call": request.call_id}),
+)
+
+
+def answer_with(
+    request: ModelCallRequested, *calls: tuple[str, dict[str, object]], content: str | None = None
+) -> ModelCallCompleted:
+    """The model's answer to ``request``: ``content``, or calls of (tool, arguments)."""
+    reply = WORLD(request)
+    assert isinstance(reply, ModelCallCompleted)
+    intents = [_intent(n, name, arguments) for n, (name, arguments) in enumerate(calls, start=1)]
+    return evolve(reply, content=None if calls else content, tool_calls=intents)
+
+
+def waiting(request: ToolCallRequested, expires_at: datetime, callback_id: str) -> ToolCallWaiting:
+    """A worker's answer that another system completes the call (by ``expires_at``)."""
+    return ToolCallWaiting(
+        envelope=result_envelope(request, "waiting"),
+        call_id=request.call_id,
+        tool=request.tool,
+        callback_id=callback_id,
+        expires_at=expires_at,
+    )
+
+
+def callback_done(
+    after: Event, callback_id: str, result_json: str, delay: timedelta = timedelta(minutes=10)
+) -> CallbackCompleted:
+    """The other system completes ``callback_id``, ``delay`` after the event ``after``."""
+    return CallbackCompleted(
+        envelope=result_envelope(
+            after, f"callback/{callback_id}", delay_ms=_ms(delay), source="esign"
+        ),
+        callback_id=callback_id,
+        result_json=result_json,
+        completed_by="esign",
+    )
+
+
+def timer_fired(timer: TimerSet, at: datetime | None = None) -> TimerFired:
+    """The timer worker's event for ``timer``, at its ``fire_at`` unless told otherwise."""
+    delay = (at or timer.fire_at) - timer.envelope.occurred_at
+    return TimerFired(
+        envelope=result_envelope(timer, "fired", delay_ms=_ms(delay), source="timer"),
+        timer_id=timer.timer_id,
+        call_id=timer.call_id,
+        purpose=timer.purpose,
+    )
+
+
+def _ms(delay: timedelta) -> int:
+    return round(delay.total_seconds() * 1000)
+
+
+class Agent:
+    """One agent's state, advanced event by event, for tests that steer it by hand."""
+
+    def __init__(self, spec: AgentSpec | SpecVersions, state: AgentState | None = None) -> None:
+        self.spec = spec
+        self.state = state
+
+    def send(self, event: Event) -> Decision:
+        decision = transition(self.state, event, self.spec)
+        self.state = decision.state
+        return decision
+
+    def settle(
+        self, decision: Decision, world: Callable[[Event], Event | None] = CHAT_WORLD
+    ) -> list[Event]:
+        """Answer what ``decision`` asked for, and what that asks for, until nothing is left;
+        every event emitted on the way, in order."""
+        pending: deque[Event] = deque(decision.emits)
+        emitted = list(decision.emits)
+        while pending:
+            reply = world(pending.popleft())
+            if reply is not None:
+                emits = self.send(reply).emits
+                emitted += emits
+                pending += emits
+        return emitted

@@ -40,4 +40,3 @@ def test_given_only_v2_the_replay_is_a_what_if_and_shows_every_changed_request()
     changes = {c.path for s in replay.steps for o in s.outputs for c in o.changes}
     assert not replay.identical
     assert {"system_prompt", "spec_version", "spec_hash"} <= changes
-
