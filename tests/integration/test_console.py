@@ -3,7 +3,8 @@ refund the support agent asked for, and the run completes; the processor, the to
 workers and the projector run as services on the real broker and PostgreSQL.
 
 The same run shows the trace context crossing every hop (the input came through the HTTP
-ingress with a ``traceparent``) and the workers' metrics counting its calls.
+ingress with a ``traceparent``) and the workers' metrics counting its calls. Another run, waiting
+for its approval, is cancelled with the console's button, and its agent paused and resumed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from console_support import ServedApp, read_with_headers, wait_until
+from console_support import ServedApp, read_keyed, read_with_headers, wait_until
 from harness import ServiceProcess
 from playwright.sync_api import Browser, Page, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,15 +26,19 @@ from pydantic import SecretStr
 
 from agentstream.projections.migrate import migrate
 from agentstream.schemas.events import (
+    AgentPaused,
+    AgentResumed,
     ApprovalGranted,
     Event,
     ModelCallCompleted,
+    RunCancelled,
+    RunCancelRequested,
     RunCompleted,
     ToolCallCompleted,
 )
 from agentstream.streams.runtime import tracing
 from agentstream.streams.runtime.settings import Settings
-from agentstream.streams.topics import TOPICS, ensure_topics
+from agentstream.streams.topics import CONTROL, OUTCOMES, TOPICS, ensure_topics
 from agentstream.tools.console.app import Console, create_console_app
 from agentstream.tools.devstack.stack_process import free_loopback_port
 
@@ -259,3 +264,62 @@ def check_worker_metrics(stack: Stack, agent: str) -> None:
     assert model_metrics[("agentstream_events_produced_total", produced)] == len(models)
     ready = httpx.get(f"{stack.metrics['tools']}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
+
+
+def test_an_operator_cancels_a_waiting_run_and_pauses_and_resumes_its_agent(
+    stack: Stack, browser: Browser
+) -> None:
+    """The console's steering buttons: Cancel on a running run (one waiting for an approval),
+    Pause and Resume on its agent's timeline; the processor cancels the run."""
+    agent = f"console-cid-{uuid.uuid4().hex[:6]}"
+    sent = httpx.post(
+        f"{stack.url}/api/inputs",
+        json={"agent_id": agent, "text": "Order o-1003 arrived broken, please refund it."},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    assert sent.status_code == 202, sent.text
+
+    context = browser.new_context(http_credentials={"username": USER, "password": PASSWORD})
+    page = context.new_page()
+    try:
+        waiting = f"#approvals tr:has(a:text('{agent}'))"
+        reload_until(page, f"{stack.url}/approvals", waiting, "the refund waiting for approval")
+        row = f"#runs tr[data-status='running']:has(td:text('{agent}'))"
+        reload_until(page, f"{stack.url}/runs?status=running", row, "the running run")
+        run_id = page.locator(row).get_attribute("data-run")
+        page.locator(f"{row} button.cancel").click()
+        page.locator(f"{row} .status").filter(has_text=f"cancel requested by {USER}").wait_for()
+
+        page.goto(f"{stack.url}/agents/{agent}/timeline")
+        page.locator("#controls button.pause").click()
+        status = page.locator("#controls > .status")
+        status.filter(has_text=f"pause requested by {USER}").wait_for()
+        page.locator("#controls button.resume").click()
+        status.filter(has_text=f"resume requested by {USER}").wait_for()
+    finally:
+        context.close()
+
+    def cancelled() -> list[RunCancelled]:
+        return [
+            r
+            for r, _ in read_with_headers(stack.settings, [OUTCOMES])
+            if isinstance(r, RunCancelled) and r.envelope.agent_id == agent
+        ]
+
+    [outcome] = wait_until(f"the cancel of {agent}'s run\n{stack.logs()}", cancelled)
+    assert (outcome.envelope.run_id, outcome.cancelled_by) == (run_id, USER)
+    steering = [
+        (r, key)
+        for r, key in read_keyed(stack.settings, [CONTROL])
+        if isinstance(r, Event) and r.envelope.agent_id == agent
+    ]
+    assert [(type(r), key) for r, key in steering] == [
+        (RunCancelRequested, agent),
+        (AgentPaused, agent),
+        (AgentResumed, agent),
+    ]
+    for record, _ in steering:
+        assert isinstance(record, RunCancelRequested | AgentPaused | AgentResumed)
+        assert record.requested_by == USER
+        assert record.envelope.source == "http-ingress"

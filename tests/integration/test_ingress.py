@@ -1,6 +1,7 @@
 """The HTTP ingress and the console's authentication, against the real broker: only
-authenticated, valid, small enough bodies become AgentInput events, and each answer comes once
-the broker acknowledged the record."""
+authenticated, valid, small enough bodies become AgentInput events (or, from the steering
+endpoints, events on agent.control), and each answer comes once the broker acknowledged the
+record."""
 
 from __future__ import annotations
 
@@ -12,17 +13,28 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from console_support import ServedApp, read_with_headers
+from console_support import ServedApp, read_keyed, read_with_headers
 from pydantic import SecretStr
 
 from agentstream.schemas.errors import ConfigurationError
-from agentstream.schemas.events import AgentInput
+from agentstream.schemas.events import (
+    AgentInput,
+    AgentPaused,
+    AgentResumed,
+    CallbackCompleted,
+    Event,
+    MemoryErased,
+    MemoryRecorded,
+    RunCancelRequested,
+)
+from agentstream.schemas.limits import MAX_RESULT_BYTES
 from agentstream.streams.runtime import tracing
 from agentstream.streams.runtime.settings import Settings
-from agentstream.streams.topics import INPUTS, ensure_topics
+from agentstream.streams.topics import CONTROL, INPUTS, ensure_topics
 from agentstream.tools.console.app import Console, check_exposure, create_console_app
 
 pytestmark = pytest.mark.integration
@@ -130,3 +142,179 @@ def test_the_console_refuses_a_public_address_without_credentials(settings: Sett
     assert done.returncode == 1
     assert "without authentication" in done.stderr
     assert "AGENTSTREAM_CONSOLE_TOKEN" in done.stderr
+
+
+# -- steering ------------------------------------------------------------------------------------
+
+OPERATOR, PASSWORD = "alice", "pw-" + uuid.uuid4().hex
+STEERING_MAX_BYTES = 200_000  # room for a result at the contract's limit, to see that limit
+AGENT = "support-9"
+
+
+@pytest.fixture
+def steering(settings: Settings) -> Iterator[tuple[Settings, str]]:
+    isolated = settings.model_copy(
+        update={
+            "topic_prefix": f"s{uuid.uuid4().hex[:6]}.",
+            "console_token": SecretStr(TOKEN),
+            "console_username": OPERATOR,
+            "console_password": SecretStr(PASSWORD),
+            "ingress_max_bytes": STEERING_MAX_BYTES,
+        }
+    )
+    ensure_topics(isolated)
+    with ServedApp(create_console_app(Console(isolated))) as served:
+        yield isolated, served.url
+
+
+def _steer(
+    method: str,
+    url: str,
+    body: object = None,
+    *,
+    auth: httpx.Auth | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """An operator's request (basic credentials unless ``auth`` or an Authorization header is
+    given); ``body`` None sends no body, bytes go as they are."""
+    sent = dict(headers or {})
+    if "Authorization" not in sent:
+        auth = auth or httpx.BasicAuth(OPERATOR, PASSWORD)
+    content = None
+    if body is not None:
+        sent.setdefault("Content-Type", "application/json")
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.request(
+        method,
+        url,
+        content=content,
+        headers=sent,
+        auth=auth,
+        timeout=30,
+    )
+
+
+def _control(settings: Settings) -> list[tuple[Event, str | None]]:
+    records = read_keyed(settings, [CONTROL])
+    assert all(isinstance(r, Event) for r, _ in records), records
+    return [(r, k) for r, k in records if isinstance(r, Event)]
+
+
+def test_steering_endpoints_put_their_events_on_agent_control(
+    steering: tuple[Settings, str],
+) -> None:
+    settings, url = steering
+    api = f"{url}/api"
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    answers = [
+        _steer("POST", f"{api}/runs/run-1/cancel", {"agent_id": AGENT, "reason": "wrong order"}),
+        _steer("POST", f"{api}/agents/{AGENT}/pause", {"reason": "incident", "tenant_id": "acme"}),
+        _steer("POST", f"{api}/agents/{AGENT}/resume"),  # no body at all
+        _steer("POST", f"{api}/agents/{AGENT}/memory", {"key": "language", "value": "Dutch"}),
+        _steer("DELETE", f"{api}/agents/{AGENT}/memory/prefs/language", {"reason": "asked"}),
+        _steer("DELETE", f"{api}/agents/{AGENT}/memory"),
+        _steer("POST", f"{api}/callbacks/cb-1", {"agent_id": AGENT, "result": {"ok": [1, None]}}),
+        _steer("POST", f"{api}/callbacks/cb-2", {"agent_id": AGENT, "result": None}),
+        httpx.post(f"{api}/agents/{AGENT}/pause", headers=bearer, timeout=30),
+    ]
+    for answer in answers:
+        assert answer.status_code == 202, answer.text
+    assert [a.json()["requested_by"] for a in answers] == [OPERATOR] * 8 + ["token"]
+
+    records = _control(settings)
+    assert len(records) == len(answers)
+    for (event, key), answer in zip(records, answers, strict=True):
+        assert key == AGENT
+        assert event.envelope.agent_id == AGENT
+        assert event.envelope.source == "http-ingress"
+        assert event.envelope.event_id == answer.json()["event_id"]
+        assert type(event).__name__ == answer.json()["type"]
+        assert answer.json()["topic"] == settings.topic(CONTROL.name)
+    cancel, pause, resume, remember, erase_one, erase_all, cb1, cb2, paused = [
+        event for event, _ in records
+    ]
+    assert isinstance(cancel, RunCancelRequested)
+    assert (cancel.envelope.run_id, cancel.requested_by, cancel.reason) == (
+        "run-1",
+        OPERATOR,
+        "wrong order",
+    )
+    assert isinstance(pause, AgentPaused)
+    assert (pause.requested_by, pause.reason, pause.envelope.tenant_id) == (
+        OPERATOR,
+        "incident",
+        "acme",
+    )
+    assert isinstance(resume, AgentResumed)
+    assert (resume.requested_by, resume.envelope.tenant_id) == (OPERATOR, "default")
+    assert isinstance(remember, MemoryRecorded)
+    assert (remember.key, remember.value, remember.recorded_by) == ("language", "Dutch", OPERATOR)
+    assert isinstance(erase_one, MemoryErased)
+    assert (erase_one.key, erase_one.reason, erase_one.requested_by) == (
+        "prefs/language",
+        "asked",
+        OPERATOR,
+    )
+    assert isinstance(erase_all, MemoryErased)
+    assert erase_all.key is None
+    assert isinstance(cb1, CallbackCompleted)
+    assert (cb1.callback_id, cb1.completed_by) == ("cb-1", OPERATOR)
+    assert json.loads(cb1.result_json) == {"ok": [1, None]}
+    assert isinstance(cb2, CallbackCompleted)
+    assert cb2.result_json == "null"
+    assert isinstance(paused, AgentPaused)
+    assert paused.requested_by == "token"
+
+
+def test_steering_endpoints_refuse_bad_requests_and_produce_nothing(
+    steering: tuple[Settings, str],
+) -> None:
+    settings, url = steering
+    api = f"{url}/api"
+    cancel = f"{api}/runs/run-1/cancel"
+    callback = f"{api}/callbacks/cb-1"
+    endpoints = [
+        ("POST", cancel, {"agent_id": AGENT}),
+        ("POST", f"{api}/agents/{AGENT}/pause", {}),
+        ("POST", f"{api}/agents/{AGENT}/resume", {}),
+        ("POST", f"{api}/agents/{AGENT}/memory", {"key": "k", "value": "v"}),
+        ("DELETE", f"{api}/agents/{AGENT}/memory", {}),
+        ("DELETE", f"{api}/agents/{AGENT}/memory/k", {}),
+        ("POST", callback, {"agent_id": AGENT, "result": 1}),
+    ]
+    for method, where, body in endpoints:
+        nobody = httpx.request(method, where, json=body, timeout=10)
+        assert nobody.status_code == 401, (method, where)
+        wrong = _steer(method, where, body, auth=httpx.BasicAuth(OPERATOR, "wrong"))
+        assert wrong.status_code == 401, (method, where)
+        bad_token = _steer(method, where, body, headers={"Authorization": f"Bearer wrong-{TOKEN}"})
+        assert bad_token.status_code == 401, (method, where)
+
+    def refused(
+        status: int, method: str, where: str, body: object, headers: dict[str, str] | None = None
+    ) -> Any:
+        answer = _steer(method, where, body, headers=headers)
+        assert answer.status_code == status, (where, body, answer.text)
+        return answer.json()
+
+    big = refused(413, "POST", cancel, {"agent_id": AGENT, "reason": "x" * STEERING_MAX_BYTES})
+    assert f"larger than {STEERING_MAX_BYTES} bytes" in big["error"]
+    assert "not JSON" in refused(400, "POST", cancel, b"{nope")["error"]
+    refused(415, "POST", cancel, {"agent_id": AGENT}, {"Content-Type": "text/plain"})
+    missing = refused(422, "POST", cancel, {"reason": "no agent"})
+    assert {"field": "agent_id", "problem": "Field required"} in missing["problems"]
+    refused(422, "POST", cancel, {"agent_id": AGENT, "surprise": 1})
+    refused(422, "POST", cancel, {"agent_id": ""})
+    refused(422, "POST", cancel, {"agent_id": "not fine"})
+    refused(422, "POST", f"{api}/agents/not%20fine/pause", {})
+    refused(422, "POST", f"{api}/agents/{AGENT}/memory", {"key": "", "value": "v"})
+    refused(422, "POST", f"{api}/agents/{AGENT}/memory", {"key": "k"})
+    refused(422, "DELETE", f"{api}/agents/{AGENT}/memory", {"key": "k"})
+    refused(422, "POST", callback, {"agent_id": AGENT})  # a result is required (null is one)
+    nan = refused(422, "POST", callback, b'{"agent_id": "support-9", "result": NaN}')
+    assert "not JSON" in nan["error"]
+    large = refused(422, "POST", callback, {"agent_id": AGENT, "result": "x" * MAX_RESULT_BYTES})
+    assert large["problems"][0]["field"] == "result"
+    assert f"over the {MAX_RESULT_BYTES:,}-byte limit" in large["problems"][0]["problem"]
+
+    assert _control(settings) == []

@@ -1,5 +1,5 @@
-"""For the console, ingress, metrics and tracing tests: an ASGI app served by uvicorn in a thread
-on a free loopback port, and a reader that returns records with their headers."""
+"""For the console, ingress, metrics, tracing and steering tests: an ASGI app served by uvicorn in
+a thread on a free loopback port, and readers that return records with their headers or keys."""
 
 from __future__ import annotations
 
@@ -53,6 +53,16 @@ def read_with_headers(
     """Every decodable record of ``specs`` with its headers, read to the current end."""
     serde = EventSerde(registry_client(settings.require_schema_registry_url()))
     return [(s.record, list(s.headers)) for s in scan_topics(settings, serde, specs)]
+
+
+def read_keyed(settings: Settings, specs: list[TopicSpec]) -> list[tuple[object, str | None]]:
+    """Every decodable record of ``specs`` with its Kafka key (decoded), read to the current
+    end."""
+    serde = EventSerde(registry_client(settings.require_schema_registry_url()))
+    return [
+        (s.record, None if s.key is None else s.key.decode())
+        for s in scan_topics(settings, serde, specs)
+    ]
 
 
 def wait_until(what: str, check: Any, timeout: float = 30.0, every: float = 0.2) -> Any:

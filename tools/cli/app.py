@@ -13,17 +13,21 @@ from agentstream.schemas.errors import AgentStreamError
 from agentstream.streams.runtime.logs import configure_logging
 from agentstream.streams.runtime.settings import load_settings
 from agentstream.tools.cli import (
+    cmd_agents,
     cmd_approvals,
     cmd_bench,
+    cmd_callbacks,
     cmd_chaos,
     cmd_console,
     cmd_demo,
     cmd_dev,
     cmd_events,
     cmd_inspect,
+    cmd_memory,
     cmd_processor,
     cmd_projections,
     cmd_replay,
+    cmd_runs,
     cmd_soak,
     cmd_topics,
     cmd_workers,
@@ -32,7 +36,10 @@ from agentstream.tools.cli.options import err
 
 app = typer.Typer(
     name="agentstream",
-    help="Run persistent AI agents on Kafka: dev stack, demo, inspection, replay, benchmarks.",
+    help=(
+        "Run persistent AI agents on Kafka: dev stack, demo, steering, inspection, replay, "
+        "benchmarks."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -48,6 +55,10 @@ COMMANDS = (
     cmd_processor,
     cmd_workers,
     cmd_approvals,
+    cmd_runs,
+    cmd_agents,
+    cmd_memory,
+    cmd_callbacks,
     cmd_projections,
     cmd_events,
     cmd_inspect,

@@ -1,15 +1,22 @@
 """The operator console and the HTTP ingress: one Starlette app over the read models.
 
-Pages: pending approvals with approve/deny buttons, runs by status, an agent's timeline. API:
+Pages: pending approvals with approve/deny buttons, runs by status with a cancel button on the
+running ones, an agent's timeline with pause/resume buttons. API:
 ``POST /api/approvals/{call_id}`` (a decision, through the approvals client, which checks the
 call is pending and the hash is its arguments') and ``POST /api/inputs`` (an AgentInput for
-upstream systems that do not speak Kafka, answered once the broker acknowledged it).
+upstream systems that do not speak Kafka, answered once the broker acknowledged it); and the
+steering commands, each an event on agent.control built by the steering SDK, answered 202 once
+the broker acknowledged it: ``POST /api/runs/{run_id}/cancel``,
+``POST /api/agents/{agent_id}/pause`` and ``/resume``, ``POST /api/agents/{agent_id}/memory``
+(a fact), ``DELETE /api/agents/{agent_id}/memory[/{key}]`` (erase one fact, or everything) and
+``POST /api/callbacks/{callback_id}`` (a waiting tool call's result). Their bodies take an
+optional ``tenant_id``; pause, resume and erase may have no body at all.
 
 Every route but ``/healthz`` needs a credential from the settings: ``Authorization: Bearer
 <AGENTSTREAM_CONSOLE_TOKEN>`` or basic credentials (``AGENTSTREAM_CONSOLE_USERNAME`` /
-``_PASSWORD``). Decisions carry the signed-in approver: the basic user name, or ``token`` for
-the bearer token. Without any credential configured the app serves only a loopback address
-(:func:`check_exposure`), and the approver is ``local``.
+``_PASSWORD``). Decisions and steering commands carry the signed-in operator: the basic user
+name, or ``token`` for the bearer token. Without any credential configured the app serves only
+a loopback address (:func:`check_exposure`), and the operator is ``local``.
 """
 
 from __future__ import annotations
@@ -19,21 +26,23 @@ import binascii
 import ipaddress
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from agentstream.processors.control import steering
 from agentstream.processors.control.approvals import ApprovalsClient
 from agentstream.projections import queries
 from agentstream.projections.database import DEFAULT_SCHEMA, connect
 from agentstream.schemas.errors import AgentStreamError, ConfigurationError
+from agentstream.schemas.events import CallbackCompleted, MemoryRecorded
 from agentstream.streams.producer import AgentStreamProducer, new_input
 from agentstream.streams.runtime import metrics, tracing
 from agentstream.streams.runtime.settings import Settings
@@ -42,6 +51,8 @@ from agentstream.tools.console import pages
 Handler = Callable[[Request, str], Awaitable[Response]]
 LOCAL_APPROVER = "local"
 TOKEN_APPROVER = "token"
+#: what the steering endpoints put in the events' envelopes
+INGRESS_SOURCE = "http-ingress"
 
 
 class IngressInput(BaseModel):
@@ -61,6 +72,41 @@ class DecisionBody(BaseModel):
     approve: bool
     arguments_hash: str = Field(min_length=8)
     comment: str | None = None
+
+
+class SteeringBody(BaseModel):
+    """What every steering endpoint takes; the agent's tenant, ``default`` unless named."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str = "default"
+
+
+class CancelBody(SteeringBody):
+    agent_id: str = Field(min_length=1)
+    reason: str = ""
+
+
+class PauseBody(SteeringBody):
+    reason: str = ""
+
+
+class RememberBody(SteeringBody):
+    key: str
+    value: str
+
+
+class EraseBody(SteeringBody):
+    reason: str = ""
+
+
+class CallbackBody(SteeringBody):
+    agent_id: str = Field(min_length=1)
+    #: any JSON value, the tool's result; serialized into the event
+    result: JsonValue
+
+
+BodyT = TypeVar("BodyT", bound=SteeringBody)
 
 
 def has_credentials(settings: Settings) -> bool:
@@ -180,13 +226,21 @@ class Console:
     async def timeline(self, request: Request, user: str) -> Response:
         agent_id = request.path_params["agent_id"]
         run_id = request.query_params.get("run_id") or None
-        entries = await run_in_threadpool(
-            self._read, lambda conn: queries.agent_timeline(conn, agent_id)
+        entries, agent, running = await run_in_threadpool(
+            self._read,
+            lambda conn: (
+                queries.agent_timeline(conn, agent_id),
+                queries.get_agent(conn, agent_id),
+                queries.runs_by_status(conn, "running", agent_id=agent_id),
+            ),
         )
         if run_id is not None:
             entries = _of_run(entries, run_id)
+            running = [r for r in running if r.run_id == run_id]
         title = f"Timeline of {agent_id}" + (f" · run {run_id}" if run_id else "")
-        return HTMLResponse(pages.page(title, pages.timeline_body(entries), user))
+        tenant_id = agent.tenant_id if agent is not None else "default"
+        controls = pages.agent_controls(agent_id, tenant_id, running)
+        return HTMLResponse(pages.page(title, controls + pages.timeline_body(entries), user))
 
     # -- API -------------------------------------------------------------------------------
 
@@ -262,6 +316,178 @@ class Console:
             status_code=202,
         )
 
+    # -- steering --------------------------------------------------------------------------
+
+    async def cancel_run(self, request: Request, user: str) -> Response:
+        run_id = request.path_params["run_id"]
+        return await self._steer(
+            request,
+            CancelBody,
+            lambda b: steering.cancel_run(
+                b.agent_id,
+                run_id,
+                requested_by=user,
+                reason=b.reason,
+                tenant_id=b.tenant_id,
+                source=INGRESS_SOURCE,
+            ),
+        )
+
+    async def pause(self, request: Request, user: str) -> Response:
+        agent_id = request.path_params["agent_id"]
+        return await self._steer(
+            request,
+            PauseBody,
+            lambda b: steering.pause_agent(
+                agent_id,
+                requested_by=user,
+                reason=b.reason,
+                tenant_id=b.tenant_id,
+                source=INGRESS_SOURCE,
+            ),
+            optional=True,
+        )
+
+    async def resume(self, request: Request, user: str) -> Response:
+        agent_id = request.path_params["agent_id"]
+        return await self._steer(
+            request,
+            SteeringBody,
+            lambda b: steering.resume_agent(
+                agent_id, requested_by=user, tenant_id=b.tenant_id, source=INGRESS_SOURCE
+            ),
+            optional=True,
+        )
+
+    async def remember(self, request: Request, user: str) -> Response:
+        agent_id = request.path_params["agent_id"]
+        return await self._steer(
+            request,
+            RememberBody,
+            lambda b: steering.record_memory(
+                agent_id,
+                b.key,
+                b.value,
+                recorded_by=user,
+                tenant_id=b.tenant_id,
+                source=INGRESS_SOURCE,
+            ),
+        )
+
+    async def erase(self, request: Request, user: str) -> Response:
+        """``DELETE .../memory/{key}`` erases one fact; ``DELETE .../memory``, everything."""
+        agent_id = request.path_params["agent_id"]
+        key = request.path_params.get("key")
+        return await self._steer(
+            request,
+            EraseBody,
+            lambda b: steering.erase_memory(
+                agent_id,
+                key,
+                requested_by=user,
+                reason=b.reason,
+                tenant_id=b.tenant_id,
+                source=INGRESS_SOURCE,
+            ),
+            optional=True,
+        )
+
+    async def complete_callback(self, request: Request, user: str) -> Response:
+        callback_id = request.path_params["callback_id"]
+
+        def build(body: CallbackBody) -> steering.SteeringEvent:
+            return steering.complete_callback(
+                body.agent_id,
+                callback_id,
+                _result_json(body.result),
+                completed_by=user,
+                tenant_id=body.tenant_id,
+                source=INGRESS_SOURCE,
+            )
+
+        return await self._steer(request, CallbackBody, build)
+
+    async def _steer(
+        self,
+        request: Request,
+        body_type: type[BodyT],
+        build: Callable[[BodyT], steering.SteeringEvent],
+        *,
+        optional: bool = False,
+    ) -> Response:
+        response = await self._steer_once(request, body_type, build, optional)
+        metrics.INGRESS_REQUESTS.labels(str(response.status_code)).inc()
+        return response
+
+    async def _steer_once(
+        self,
+        request: Request,
+        body_type: type[BodyT],
+        build: Callable[[BodyT], steering.SteeringEvent],
+        optional: bool,
+    ) -> Response:
+        """Parse and check the body, build the event, send it, and answer once the broker has
+        it; a refused request sends nothing."""
+        if optional and _has_no_body(request):
+            body: Any = {}
+        else:
+            body = await _json_body(request, self.settings.ingress_max_bytes)
+            if isinstance(body, Response):
+                return body
+        try:
+            given = body_type.model_validate(body)
+        except ValidationError as exc:
+            return _invalid(exc, body_type.__name__.removesuffix("Body") + " request")
+        try:
+            event = build(given)
+        except ValidationError as exc:
+            return _invalid(exc, "", _EVENT_FIELDS)
+        except steering.SteeringError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+        try:
+            delivery = await run_in_threadpool(self.producer.send, event)
+        except AgentStreamError as exc:
+            return JSONResponse({"error": str(exc), "hint": exc.hint}, status_code=503)
+        return JSONResponse(
+            {
+                "event_id": event.envelope.event_id,
+                "type": type(event).__name__,
+                "agent_id": event.envelope.agent_id,
+                "requested_by": _requester(event),
+                "topic": delivery.topic,
+                "partition": delivery.partition,
+                "offset": delivery.offset,
+            },
+            status_code=202,
+        )
+
+
+#: event fields named as the request gives them, for the answer to an invalid request
+_EVENT_FIELDS = {"result_json": "result"}
+
+
+def _requester(event: steering.SteeringEvent) -> str:
+    if isinstance(event, MemoryRecorded):
+        return event.recorded_by
+    if isinstance(event, CallbackCompleted):
+        return event.completed_by
+    return event.requested_by
+
+
+def _result_json(result: JsonValue) -> str:
+    """A callback's result as the event carries it, JSON text (the event checks its size)."""
+    try:
+        return json.dumps(result, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:  # NaN or Infinity: Python parsed them, JSON has no such values
+        raise steering.SteeringError(f"the result is not JSON: {exc}") from exc
+
+
+def _has_no_body(request: Request) -> bool:
+    return (
+        request.headers.get("content-length", "0") == "0"
+        and "transfer-encoding" not in request.headers
+    )
+
 
 def _of_run(entries: list[queries.TimelineEntry], run_id: str) -> list[queries.TimelineEntry]:
     """A run's events and the input that started it (an input belongs to no run yet; the run's
@@ -301,14 +527,22 @@ def _too_large(limit: int) -> Response:
     )
 
 
-def _invalid(exc: ValidationError) -> Response:
+def _invalid(
+    exc: ValidationError, schema: str = "AgentInput", rename: Mapping[str, str] | None = None
+) -> Response:
+    """422 naming each problem's field; ``schema`` empty for a request that is well formed but
+    whose values the event refuses (an id with a space, a result too large)."""
     problems = [
-        {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
+        {"field": _field(e["loc"], rename or {}), "problem": e["msg"]} for e in exc.errors()
     ]
-    return JSONResponse(
-        {"error": "the body does not match the AgentInput schema", "problems": problems},
-        status_code=422,
-    )
+    error = f"the body does not match the {schema} schema" if schema else "invalid values"
+    return JSONResponse({"error": error, "problems": problems}, status_code=422)
+
+
+def _field(loc: tuple[int | str, ...], rename: Mapping[str, str]) -> str:
+    if rename and loc:
+        return rename.get(str(loc[-1]), str(loc[-1]))
+    return ".".join(str(p) for p in loc)
 
 
 def _same(given: str, expected: str) -> bool:
@@ -339,6 +573,18 @@ def create_console_app(console: Console) -> Starlette:
             Route("/agents/{agent_id}/timeline", guard(console.timeline)),
             Route("/api/approvals/{call_id}", guard(console.decide), methods=["POST"]),
             Route("/api/inputs", guard(console.ingest), methods=["POST"]),
+            Route("/api/runs/{run_id}/cancel", guard(console.cancel_run), methods=["POST"]),
+            Route("/api/agents/{agent_id}/pause", guard(console.pause), methods=["POST"]),
+            Route("/api/agents/{agent_id}/resume", guard(console.resume), methods=["POST"]),
+            Route("/api/agents/{agent_id}/memory", guard(console.remember), methods=["POST"]),
+            Route("/api/agents/{agent_id}/memory", guard(console.erase), methods=["DELETE"]),
+            # a fact's key is free text: it may hold a slash
+            Route(
+                "/api/agents/{agent_id}/memory/{key:path}", guard(console.erase), methods=["DELETE"]
+            ),
+            Route(
+                "/api/callbacks/{callback_id}", guard(console.complete_callback), methods=["POST"]
+            ),
         ],
         lifespan=lifespan,
     )

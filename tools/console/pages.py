@@ -1,6 +1,8 @@
 """The operator console's HTML: plain server-rendered pages, one small script, no build step.
 
-Everything taken from events is escaped; the pages never inline event data into the script.
+Everything taken from events is escaped; the pages never inline event data into the script (its
+functions read ids from data attributes). The buttons post JSON, as the API takes it: a browser
+does not send that cross-site without asking the server first, so no other page can press them.
 """
 
 from __future__ import annotations
@@ -41,7 +43,33 @@ async function decide(button, approve) {
     : 'refused: ' + body.error;
   row.dataset.state = response.ok ? 'decided' : 'error';
 }
+async function steer(button, path, body, done) {
+  const box = button.closest('[data-agent]');
+  button.disabled = true;
+  const response = await fetch(path, {
+    method: 'POST',
+    headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify(Object.assign({tenant_id: box.dataset.tenant}, body)),
+  });
+  const answer = await response.json();
+  box.querySelector('.status').textContent = response.ok
+    ? done + ' by ' + answer.requested_by
+    : 'refused: ' + answer.error;
+  button.disabled = false;
+}
+function cancelRun(button) {
+  const box = button.closest('[data-run]');
+  const path = '/api/runs/' + encodeURIComponent(box.dataset.run) + '/cancel';
+  steer(button, path, {agent_id: box.dataset.agent}, 'cancel requested');
+}
+function pauseAgent(button, pause) {
+  const agent = button.closest('[data-agent]').dataset.agent;
+  const path = '/api/agents/' + encodeURIComponent(agent) + (pause ? '/pause' : '/resume');
+  steer(button, path, {}, pause ? 'pause requested' : 'resume requested');
+}
 """
+
+_CANCEL_BUTTON = "<button class='cancel' onclick='cancelRun(this)'>Cancel</button>"
 
 
 def page(title: str, body: str, user: str) -> str:
@@ -85,22 +113,46 @@ def runs_body(runs: list[RunRow], status: str | None) -> str:
         for s in RUN_STATUSES
     )
     rows = [
-        f"<tr data-run='{escape(r.run_id)}' data-status='{escape(r.status)}'>"
+        f"<tr {_run_data(r)} data-status='{escape(r.status)}'>"
         f"<td>{_timeline_link(r.agent_id, r.run_id, r.run_id)}</td><td>{escape(r.agent_id)}</td>"
         f"<td class='run-status'>{escape(r.status)}</td><td>{escape(_clip(r.input_text))}</td>"
         f"<td>{escape(_clip(r.output or r.failure_reason))}</td><td>{r.steps}</td>"
         f"<td>{r.tool_calls}</td><td>{r.prompt_tokens + r.completion_tokens}</td>"
         f"<td>{_time(r.started_at)}</td><td>{r.duration_ms if r.duration_ms is not None else ''}"
-        "</td></tr>"
+        f"</td><td>{_CANCEL_BUTTON if r.status == 'running' else ''}"
+        "<span class='status'></span></td></tr>"
         for r in runs
     ]
     head = (
         "<tr><th>run</th><th>agent</th><th>status</th><th>input</th><th>output</th>"
-        "<th>steps</th><th>tools</th><th>tokens</th><th>started</th><th>ms</th></tr>"
+        "<th>steps</th><th>tools</th><th>tokens</th><th>started</th><th>ms</th><th></th></tr>"
     )
     return (
         f"<p>status: <a href='/runs'>{'<b>all</b>' if status is None else 'all'}</a> {links}</p>"
         f"<table id='runs'>{head}{''.join(rows)}</table>"
+    )
+
+
+def agent_controls(agent_id: str, tenant_id: str, running: list[RunRow]) -> str:
+    """Pause and resume for the agent, and cancel for each of its running ``running`` runs."""
+    agent = f"data-agent='{escape(agent_id)}' data-tenant='{escape(tenant_id)}'"
+    runs = "".join(
+        f"<li {_run_data(r)}>run {escape(r.run_id)} is running {_CANCEL_BUTTON}"
+        "<span class='status'></span></li>"
+        for r in running
+    )
+    return (
+        f"<div id='controls' {agent}>"
+        "<button class='pause' onclick='pauseAgent(this, true)'>Pause</button>"
+        "<button class='resume' onclick='pauseAgent(this, false)'>Resume</button>"
+        f"<span class='status'></span><ul id='running'>{runs}</ul></div>"
+    )
+
+
+def _run_data(run: RunRow) -> str:
+    return (
+        f"data-run='{escape(run.run_id)}' data-agent='{escape(run.agent_id)}' "
+        f"data-tenant='{escape(run.tenant_id)}'"
     )
 
 

@@ -1,0 +1,221 @@
+"""Steering agents end to end, with the real processor killed in the middle of each: cancel
+(CLI), pause and resume (CLI), an external wait completed over HTTP, and a two-hour durable
+sleep driven by the timer worker (its clock moved two hours on, as the time would pass)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from console_support import ServedApp
+from harness import FakeWorkers, ServiceProcess, TopicCollector, latest_snapshots, read_to_end
+from pydantic import SecretStr
+from steering_world import SLEEP_S, callback_of, respond
+
+from agentstream.processors.control.approvals import decide
+from agentstream.processors.core.machine import run_id_of
+from agentstream.processors.core.state import AgentState
+from agentstream.schemas.events import (
+    ApprovalRequested,
+    Event,
+    ModelCallRequested,
+    RunCancelled,
+    RunCompleted,
+    TimerFired,
+    TimerPurpose,
+    TimerSet,
+    ToolCallRequested,
+)
+from agentstream.streams.producer import AgentStreamProducer, new_input
+from agentstream.streams.runtime.settings import Settings
+from agentstream.streams.topics import (
+    APPROVAL_REQUESTS,
+    CONTROL,
+    MODEL_CALLS,
+    OUTCOMES,
+    STATE,
+    TIMERS,
+    TOOL_CALLS,
+    ensure_topics,
+)
+from agentstream.tools.console.app import Console, create_console_app
+
+pytestmark = pytest.mark.integration
+TOKEN = "steering-" + uuid.uuid4().hex
+WATCHED = [MODEL_CALLS, TOOL_CALLS, APPROVAL_REQUESTS, OUTCOMES, TIMERS, CONTROL]
+
+
+@pytest.fixture
+def isolated(settings: Settings) -> Settings:
+    isolated = settings.model_copy(
+        update={"topic_prefix": f"st{uuid.uuid4().hex[:6]}.", "console_token": SecretStr(TOKEN)}
+    )
+    ensure_topics(isolated)
+    return isolated
+
+
+@pytest.fixture
+def seen(isolated: Settings) -> Iterator[TopicCollector]:
+    with FakeWorkers(isolated, respond), TopicCollector(isolated, WATCHED) as collector:
+        yield collector
+
+
+def processor(settings: Settings, tmp_path: Path) -> ServiceProcess:
+    return ServiceProcess(
+        ["processor", "run", "--spec", "steering_world:steerable", "--batch-size", "100"],
+        settings,
+        tmp_path,
+        "processor",
+    )
+
+
+def restarted(proc: ServiceProcess) -> None:
+    """SIGKILL, as a crash would, and start again."""
+    proc.kill()
+    proc.start()
+    proc.wait_for_log("partitions_restored")
+
+
+def cli(settings: Settings, tmp_path: Path, *args: str) -> str:
+    exe = shutil.which("agentstream", path=str(Path(sys.executable).parent))
+    assert exe
+    env = ServiceProcess([], settings, tmp_path, "cli").env()
+    done = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def send(settings: Settings, *events: Event) -> None:
+    with AgentStreamProducer(settings) as producer:
+        for event in events:
+            producer.send(event)
+
+
+def first(seen: TopicCollector, kind: type[Event], agent: str, timeout: float = 60) -> Event:
+    def found(records: list[object]) -> bool:
+        return any(isinstance(r, kind) and r.envelope.agent_id == agent for r in records)
+
+    records = seen.wait_for(found, timeout)
+    return next(r for r in records if isinstance(r, kind) and r.envelope.agent_id == agent)
+
+
+def all_of(seen: TopicCollector, kind: type[Event], agent: str) -> list[Event]:
+    return [r for r in seen.snapshot() if isinstance(r, kind) and r.envelope.agent_id == agent]
+
+
+def state_of(settings: Settings, agent: str, until: Callable[[AgentState], bool]) -> AgentState:
+    """The agent's latest snapshot, once it satisfies ``until``."""
+    for _ in range(300):
+        snapshot = latest_snapshots(read_to_end(settings, [STATE])).get(agent)
+        if snapshot is not None:
+            state = AgentState.from_json(snapshot.state_json, snapshot.state_format)
+            if until(state):
+                return state
+        time.sleep(0.2)
+    raise AssertionError(f"{agent}: no snapshot as expected")
+
+
+def test_a_run_cancelled_while_the_processor_is_down_ends_as_cancelled_and_ignores_late_results(
+    isolated: Settings, tmp_path: Path, seen: TopicCollector
+) -> None:
+    question = new_input("c1", "refund please")
+    with processor(isolated, tmp_path) as proc:
+        proc.wait_for_log("partitions_restored")
+        send(isolated, question)
+        request = first(seen, ApprovalRequested, "c1")
+        assert isinstance(request, ApprovalRequested)
+        proc.kill()
+        run_id = run_id_of(question.event_id)
+        said = cli(isolated, tmp_path, "runs", "cancel", run_id, "--agent", "c1", "--by", "ops")
+        assert run_id in said
+        proc.start()
+        cancelled = first(seen, RunCancelled, "c1")
+        late = decide(request, approve=True, approver="too-late")
+        send(isolated, late)
+        state = state_of(isolated, "c1", lambda s: late.event_id in s.recent_event_ids)
+    assert isinstance(cancelled, RunCancelled)
+    assert (cancelled.cancelled_by, cancelled.envelope.run_id) == ("ops", run_id)
+    assert state.run is None and state.runs_cancelled == 1 and state.runs_completed == 0
+    # the decision was recorded and ignored: the refund was never requested
+    assert all_of(seen, ToolCallRequested, "c1") == []
+    assert [type(o) for o in all_of(seen, RunCancelled, "c1")] == [RunCancelled]
+
+
+def test_a_paused_agent_queues_inputs_across_a_crash_and_runs_them_when_resumed(
+    isolated: Settings, tmp_path: Path, seen: TopicCollector
+) -> None:
+    with processor(isolated, tmp_path) as proc:
+        proc.wait_for_log("partitions_restored")
+        cli(isolated, tmp_path, "agents", "pause", "p1", "--reason", "maintenance")
+        question = new_input("p1", "look it up")
+        send(isolated, question)
+        state_of(isolated, "p1", lambda s: s.paused and len(s.queue) == 1)
+        restarted(proc)
+        held = state_of(isolated, "p1", lambda s: s.paused)
+        asked_while_paused = all_of(seen, ModelCallRequested, "p1")
+        cli(isolated, tmp_path, "agents", "resume", "p1")
+        outcome = first(seen, RunCompleted, "p1")
+    assert held.status == "paused" and [q.event_id for q in held.queue] == [question.event_id]
+    assert asked_while_paused == []
+    assert (
+        isinstance(outcome, RunCompleted) and outcome.envelope.correlation_id == question.event_id
+    )
+
+
+def test_an_external_wait_is_completed_over_http_after_a_crash(
+    isolated: Settings, tmp_path: Path, seen: TopicCollector
+) -> None:
+    with (
+        processor(isolated, tmp_path) as proc,
+        ServedApp(create_console_app(Console(isolated))) as app,
+    ):
+        proc.wait_for_log("partitions_restored")
+        send(isolated, new_input("w1", "ship it"))
+        timer = first(seen, TimerSet, "w1")
+        assert isinstance(timer, TimerSet) and timer.purpose is TimerPurpose.CALLBACK
+        restarted(proc)
+        answer = httpx.post(
+            f"{app.url}/api/callbacks/{callback_of(timer.call_id)}",
+            json={"agent_id": "w1", "result": {"picked_up": True}},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        assert answer.status_code == 202, answer.text
+        outcome = first(seen, RunCompleted, "w1")
+    assert isinstance(outcome, RunCompleted)
+    assert "picked_up" in outcome.output
+
+
+def test_a_two_hour_sleep_survives_kills_of_the_processor_and_the_timer(
+    isolated: Settings, tmp_path: Path, seen: TopicCollector
+) -> None:
+    question = new_input("s1", "sleep on it")
+    timer_args = ["worker", "timers", "run"]
+    with (
+        processor(isolated, tmp_path) as proc,
+        ServiceProcess(timer_args, isolated, tmp_path, "timer") as timer,
+    ):
+        proc.wait_for_log("partitions_restored")
+        send(isolated, question)
+        alarm = first(seen, TimerSet, "s1")
+        assert isinstance(alarm, TimerSet) and alarm.purpose is TimerPurpose.SLEEP
+        timer.kill()
+        restarted(proc)
+        # two hours later, as far as the timer worker can tell
+        timer.args = [*timer_args, "--clock-offset", str(SLEEP_S + 60)]
+        timer.start()
+        outcome = first(seen, RunCompleted, "s1")
+    fired = all_of(seen, TimerFired, "s1")
+    assert alarm.fire_at - question.envelope.occurred_at >= timedelta(seconds=SLEEP_S)
+    assert [(f.call_id, f.envelope.occurred_at) for f in fired if isinstance(f, TimerFired)] == [
+        (alarm.call_id, alarm.fire_at)
+    ]
+    assert isinstance(outcome, RunCompleted) and "slept_until" in outcome.output
