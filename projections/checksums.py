@@ -36,11 +36,14 @@ class _Summed:
 
 
 TABLES: dict[str, _Summed] = {
-    "agent_events": _Summed(tuple(c for c in AUDIT_COLUMNS if c != "payload"), "payload"),
+    "agent_events": _Summed((*(c for c in AUDIT_COLUMNS if c != "payload"), "redacted"), "payload"),
     "agents": _Summed(),
     "runs": _Summed(),
     "tool_calls": _Summed(),
     "approvals": _Summed(),
+    "agent_memory": _Summed(),
+    "waits": _Summed(),
+    "timers": _Summed(),
 }
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from agentstream.projections.audit import event_from_payload
-from agentstream.projections.queries import Connection, agent_timeline, get_agent
+from agentstream.projections.queries import Connection, agent_facts, agent_timeline, get_agent
 from agentstream.schemas.events import Event
 
 __all__ = [
@@ -24,7 +24,10 @@ __all__ = [
 
 RUNS_SQL = """
 SELECT run_id, status, steps, tool_calls, prompt_tokens + completion_tokens, started_at,
-       finished_at, coalesce(output, error_class || ': ' || failure_reason)
+       finished_at,
+       coalesce(output, error_class || ': ' || failure_reason,
+                'cancelled by ' || cancelled_by || coalesce(': ' || nullif(cancel_reason, ''), '')),
+       spec_version
 FROM runs WHERE agent_id = %(agent_id)s ORDER BY started_at, run_id
 """
 
@@ -48,6 +51,8 @@ class RunView:
     started_at: datetime | None
     finished_at: datetime | None
     result: str | None
+    #: the version of the agent's spec the run was pinned to
+    spec_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,9 @@ class AgentView:
     timeline: list[TimelineItem] = field(default_factory=list)
     #: events in the timeline before it was cut to the last ``limit``
     events: int = 0
+    runs_cancelled: int = 0
+    #: "key = value" of every fact the agent keeps, oldest first
+    facts: list[str] = field(default_factory=list)
 
 
 def view_from_database(
@@ -100,6 +108,7 @@ def view_from_database(
             cast("datetime | None", r[5]),
             cast("datetime | None", r[6]),
             cast("str | None", r[7]),
+            cast("int | None", r[8]),
         )
         for r in conn.execute(RUNS_SQL, params).fetchall()
     ]
@@ -131,4 +140,6 @@ def view_from_database(
         runs=[r for r in runs if run_id is None or r.run_id == run_id],
         timeline=timeline,
         events=len(entries),
+        runs_cancelled=row.runs_cancelled,
+        facts=[f"{f.key} = {f.value}" for f in agent_facts(conn, agent_id)],
     )

@@ -42,10 +42,12 @@ from agentstream.streams.serde import EventSerde, registry_client
 from agentstream.streams.topics import (
     APPROVAL_DECISIONS,
     APPROVAL_REQUESTS,
+    CONTROL,
     INPUTS,
     MODEL_CALLS,
     MODEL_RESULTS,
     OUTCOMES,
+    TIMERS,
     TOOL_CALLS,
     TOOL_RESULTS,
     TopicSpec,
@@ -74,6 +76,8 @@ PROJECTED_TOPICS: tuple[TopicSpec, ...] = (
     APPROVAL_REQUESTS,
     APPROVAL_DECISIONS,
     OUTCOMES,
+    CONTROL,
+    TIMERS,
 )
 SOURCE = "projector"
 #: Failures that roll a batch back and pause the projector, as opposed to a bad record.

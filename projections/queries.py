@@ -27,10 +27,12 @@ from agentstream.schemas.events import Event
 from agentstream.streams.topics import (
     APPROVAL_DECISIONS,
     APPROVAL_REQUESTS,
+    CONTROL,
     INPUTS,
     MODEL_CALLS,
     MODEL_RESULTS,
     OUTCOMES,
+    TIMERS,
     TOOL_CALLS,
     TOOL_RESULTS,
     TopicSpec,
@@ -39,17 +41,20 @@ from agentstream.streams.topics import (
 __all__ = [
     "AGENT_SQL",
     "CAUSED_SQL",
+    "FACTS_SQL",
     "FOLD_EVENTS_SQL",
     "PENDING_APPROVALS_SQL",
     "RUNS_BY_STATUS_SQL",
     "TIMELINE_SQL",
     "AgentRow",
     "Connection",
+    "FactRow",
     "PendingApproval",
     "Position",
     "RunRow",
     "RunStatus",
     "TimelineEntry",
+    "agent_facts",
     "agent_state_at",
     "agent_timeline",
     "fold_events",
@@ -62,17 +67,25 @@ __all__ = [
 Connection = psycopg.Connection[tuple[object, ...]]
 #: Next offset per (physical topic, partition), as stored in ``projection_offsets``.
 Position = Mapping[tuple[str, int], int]
-RunStatus = Literal["running", "completed", "failed"]
+RunStatus = Literal["running", "completed", "failed", "cancelled"]
 
 #: What the processor consumes, in its subscription order (ties in event time follow it).
-_PROCESSOR_INPUTS: tuple[TopicSpec, ...] = (INPUTS, MODEL_RESULTS, TOOL_RESULTS, APPROVAL_DECISIONS)
+_PROCESSOR_INPUTS: tuple[TopicSpec, ...] = (
+    INPUTS,
+    MODEL_RESULTS,
+    TOOL_RESULTS,
+    APPROVAL_DECISIONS,
+    CONTROL,
+)
 _INPUT_TYPES = sorted({t.__name__ for spec in _PROCESSOR_INPUTS for t in spec.value_types})
 _OUTPUT_TYPES = sorted(
     {
         t.__name__
-        for spec in (MODEL_CALLS, TOOL_CALLS, APPROVAL_REQUESTS, OUTCOMES)
+        for spec in (MODEL_CALLS, TOOL_CALLS, APPROVAL_REQUESTS, OUTCOMES, TIMERS)
         for t in spec.value_types
     }
+    # the ``remember`` tool's facts go out on the control topic, caused by the model's answer
+    | {"MemoryRecorded"}
 )
 
 
@@ -90,6 +103,8 @@ class AgentRow:
     total_tokens: int
     first_event_at: datetime
     updated_at: datetime
+    paused: bool
+    runs_cancelled: int
 
 
 @dataclass(frozen=True)
@@ -137,11 +152,29 @@ class RunRow:
     started_at: datetime
     finished_at: datetime | None
     duration_ms: int | None
+    cancelled_by: str | None
+    cancel_reason: str | None
+    spec_version: int | None
+    spec_hash: str | None
 
+
+@dataclass(frozen=True)
+class FactRow:
+    key: str
+    value: str
+    recorded_at: datetime
+    recorded_by: str
+
+
+FACTS_SQL = """
+SELECT key, value, recorded_at, recorded_by FROM agent_memory
+WHERE agent_id = %(agent_id)s ORDER BY recorded_at, key
+"""
 
 AGENT_SQL = """
 SELECT agent_id, tenant_id, status, active_run_id, events, runs_completed, runs_failed,
-       prompt_tokens, completion_tokens, total_tokens, first_event_at, updated_at
+       prompt_tokens, completion_tokens, total_tokens, first_event_at, updated_at, paused,
+       runs_cancelled
 FROM agents WHERE agent_id = %(agent_id)s
 """
 
@@ -166,7 +199,8 @@ LIMIT %(limit)s
 
 RUNS_BY_STATUS_SQL = """
 SELECT run_id, agent_id, tenant_id, status, input_text, output, failure_reason, error_class,
-       steps, tool_calls, prompt_tokens, completion_tokens, started_at, finished_at, duration_ms
+       steps, tool_calls, prompt_tokens, completion_tokens, started_at, finished_at, duration_ms,
+       cancelled_by, cancel_reason, spec_version, spec_hash
 FROM runs
 WHERE status = %(status)s
   AND (%(agent_id)s::text IS NULL OR agent_id = %(agent_id)s)
@@ -192,6 +226,12 @@ ORDER BY topic, "partition", "offset"
 def get_agent(conn: Connection, agent_id: str) -> AgentRow | None:
     with conn.cursor(row_factory=class_row(AgentRow)) as cur:
         return cur.execute(AGENT_SQL, {"agent_id": agent_id}).fetchone()
+
+
+def agent_facts(conn: Connection, agent_id: str) -> list[FactRow]:
+    """The facts the agent keeps, oldest first."""
+    with conn.cursor(row_factory=class_row(FactRow)) as cur:
+        return cur.execute(FACTS_SQL, {"agent_id": agent_id}).fetchall()
 
 
 def agent_timeline(

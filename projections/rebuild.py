@@ -31,6 +31,7 @@ from agentstream.projections.database import (
     offsets_of,
     schema_exists,
 )
+from agentstream.projections.erasure import Erasure
 from agentstream.projections.intake import Intake, Prepared, left_to_consumers
 from agentstream.projections.migrate import migrate
 from agentstream.projections.projector import SOURCE, projected_topics
@@ -111,6 +112,8 @@ class _Shadow:
         self.stored: dict[Key, int] = {}
         self.records = 0
         self.applied = 0
+        #: every erasure replayed, to apply again once everything is (see ``redact_again``)
+        self.erasures: list[Erasure] = []
         self.consumer = Consumer(reader_config(settings, "rebuild"))
 
     def _unwritable(self, prepared: Prepared, refused: list[Unwritable]) -> None:
@@ -206,6 +209,13 @@ class _Shadow:
             result = pending.result()
             self.stored.update(result.positions)
             self.applied += result.applied
+            self.erasures += result.erasures
+
+    def redact_again(self) -> None:
+        """Apply every erasure again. The replay interleaves the topics as it reads them, so an
+        event quoting an erased fact may be replayed after the erasure that reaches it; the live
+        projector, caught up when the erasure came, had it before."""
+        self.pool.submit(self.writer.redact, self.erasures).result()
 
 
 def _verdict(msg: Message, end: int, through_log_end: bool) -> tuple[bool, bool]:
@@ -261,6 +271,7 @@ def rebuild(
                 report.live_behind = sorted(places_with_records(worker.consumer, short, timeout=30))
                 catch_up = {k: o for k, o in live.items() if o > worker.stored.get(k, 0)}
                 worker.project(catch_up, on_progress, total)
+            worker.redact_again()
             # The shadow is summed on a second connection while this one sums the live tables:
             # each sum is one PostgreSQL backend busy on one core, so the two take the time of one.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild-sum") as pool:

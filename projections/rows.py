@@ -21,18 +21,28 @@ from agentstream.projections.audit import SourcedEvent
 from agentstream.projections.sanitize import jsonb_text
 from agentstream.schemas.events import (
     AgentInput,
+    AgentPaused,
+    AgentResumed,
     ApprovalDenied,
     ApprovalExpired,
     ApprovalGranted,
     ApprovalRequested,
+    CallbackCompleted,
     Event,
+    MemoryErased,
+    MemoryRecorded,
     ModelCallCompleted,
     ModelCallRequested,
+    RunCancelled,
     RunCompleted,
     RunFailed,
+    TimerFired,
+    TimerPurpose,
+    TimerSet,
     ToolCallCompleted,
     ToolCallFailed,
     ToolCallRequested,
+    ToolCallWaiting,
 )
 
 __all__ = [
@@ -40,36 +50,55 @@ __all__ = [
     "AGENT_ROW",
     "APPROVAL_COLUMNS",
     "APPROVAL_ROW",
+    "FACT_COLUMNS",
+    "FACT_ROW",
     "RUN_COLUMNS",
     "RUN_ROW",
+    "TIMER_COLUMNS",
+    "TIMER_ROW",
     "TOOL_CALL_COLUMNS",
     "TOOL_CALL_ROW",
+    "WAIT_COLUMNS",
+    "WAIT_ROW",
     "AgentDelta",
     "ApprovalDelta",
     "BatchDeltas",
     "BatchRows",
     "DecisionKind",
+    "Erase",
+    "FactDelta",
+    "MemoryDelta",
     "RunDelta",
     "RunStatus",
     "TableRow",
+    "TimerDelta",
     "ToolCallDelta",
+    "WaitDelta",
     "decision_record",
     "first_of_each_event",
     "tool_call_status",
 ]
 
-RunStatus = Literal["running", "completed", "failed"]
+RunStatus = Literal["running", "completed", "failed", "cancelled"]
 
 # isinstance() with these tuples: a union written inline (A | B) is built anew on every call,
 # which made isinstance the most expensive thing in folding a batch.
-_OUTCOMES = (RunCompleted, RunFailed)
+_OUTCOMES = (RunCompleted, RunFailed, RunCancelled)
 _MACHINE_OUTPUTS = (
     ModelCallRequested,
     ToolCallRequested,
     ApprovalRequested,
     RunCompleted,
     RunFailed,
+    RunCancelled,
+    TimerSet,
 )
+_SPEC_CARRIERS = (ModelCallRequested, RunCompleted, RunFailed, RunCancelled)
+_PAUSES = (AgentPaused, AgentResumed)
+_MEMORY_EVENTS = (MemoryRecorded, MemoryErased)
+_TIMER_EVENTS = (TimerSet, TimerFired)
+#: events that may change an agent's status without touching its runs or approvals
+_STEERING = (AgentPaused, AgentResumed, ToolCallWaiting, CallbackCompleted, TimerSet, TimerFired)
 _CALL_REQUESTS = (ApprovalRequested, ToolCallRequested)
 _TOOL_EVENTS = (ApprovalRequested, ToolCallRequested, ToolCallCompleted, ToolCallFailed)
 _APPROVAL_EVENTS = (ApprovalRequested, ApprovalGranted, ApprovalDenied, ApprovalExpired)
@@ -112,6 +141,9 @@ class AgentDelta:
     runs_failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    runs_cancelled: int = 0
+    #: the batch's last pause or resume (they share the control partition); None: neither
+    paused: bool | None = None
 
     @classmethod
     def start(cls, event: Event) -> AgentDelta:
@@ -126,10 +158,14 @@ class AgentDelta:
         if isinstance(event, _OUTCOMES):
             if isinstance(event, RunCompleted):
                 self.runs_completed += 1
-            else:
+            elif isinstance(event, RunFailed):
                 self.runs_failed += 1
+            else:
+                self.runs_cancelled += 1
             self.prompt_tokens += event.usage.prompt_tokens
             self.completion_tokens += event.usage.completion_tokens
+        elif isinstance(event, _PAUSES):
+            self.paused = isinstance(event, AgentPaused)
 
     def merge(self, later: AgentDelta) -> AgentDelta:
         return AgentDelta(
@@ -142,6 +178,8 @@ class AgentDelta:
             self.runs_failed + later.runs_failed,
             self.prompt_tokens + later.prompt_tokens,
             self.completion_tokens + later.completion_tokens,
+            self.runs_cancelled + later.runs_cancelled,
+            later.paused if later.paused is not None else self.paused,
         )
 
     def row(self) -> tuple[Any, ...]:
@@ -175,6 +213,11 @@ class RunDelta:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finished_at: datetime | None = None
+    cancelled_by: str | None = None
+    cancel_reason: str | None = None
+    #: the spec version the run is pinned to: every request and the outcome carry the same
+    spec_version: int | None = None
+    spec_hash: str | None = None
 
     @classmethod
     def start(cls, event: Event, run_id: str) -> RunDelta:
@@ -193,6 +236,11 @@ class RunDelta:
         if isinstance(event, _MACHINE_OUTPUTS):
             self.input_event_id = _least(self.input_event_id, env.correlation_id)
         self.started_at = min(self.started_at, env.occurred_at)
+        if isinstance(event, _SPEC_CARRIERS):
+            if self.spec_version is None:
+                self.spec_version = event.spec_version
+            if self.spec_hash is None:
+                self.spec_hash = event.spec_hash
         if isinstance(event, _OUTCOMES):
             self.started_at = min(self.started_at, event.started_at)
             if not self.finished:
@@ -207,12 +255,15 @@ class RunDelta:
             self.prompt_tokens += event.usage.prompt_tokens
             self.completion_tokens += event.usage.completion_tokens
 
-    def _finish(self, event: RunCompleted | RunFailed) -> None:
+    def _finish(self, event: RunCompleted | RunFailed | RunCancelled) -> None:
         if isinstance(event, RunCompleted):
             self.status, self.output = "completed", event.output
-        else:
+        elif isinstance(event, RunFailed):
             self.status = "failed"
             self.failure_reason, self.error_class = event.reason, event.error_class
+        else:
+            self.status = "cancelled"
+            self.cancelled_by, self.cancel_reason = event.cancelled_by, event.reason
         self.steps, self.tool_calls = event.steps, event.tool_calls
         self.prompt_tokens = event.usage.prompt_tokens
         self.completion_tokens = event.usage.completion_tokens
@@ -250,6 +301,10 @@ class RunDelta:
             base.prompt_tokens,
             base.completion_tokens,
             base.finished_at,
+            base.cancelled_by,
+            base.cancel_reason,
+            self.spec_version if self.spec_version is not None else later.spec_version,
+            self.spec_hash if self.spec_hash is not None else later.spec_hash,
         )
 
     def row(self) -> tuple[Any, ...]:
@@ -449,6 +504,178 @@ APPROVAL_ROW = TableRow(ApprovalDelta, json_columns=("decisions",))
 APPROVAL_COLUMNS = APPROVAL_ROW.columns
 
 
+# -- waits and timers --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class WaitDelta:
+    """A tool call that waits for another system. Its first ``ToolCallWaiting`` wins (they share
+    the tool-results partition); its completion and timeout are found after each batch."""
+
+    call_id: str
+    agent_id: str
+    tenant_id: str
+    run_id: str | None
+    tool: str
+    callback_id: str
+    expires_at: datetime
+    waiting_at: datetime
+
+    @classmethod
+    def of(cls, event: ToolCallWaiting) -> WaitDelta:
+        env = event.envelope
+        return cls(
+            event.call_id,
+            env.agent_id,
+            env.tenant_id,
+            env.run_id,
+            event.tool,
+            event.callback_id,
+            event.expires_at,
+            env.occurred_at,
+        )
+
+    def merge(self, later: WaitDelta) -> WaitDelta:
+        return self
+
+    def row(self) -> tuple[Any, ...]:
+        return WAIT_ROW(self)
+
+
+WAIT_ROW = TableRow(WaitDelta)
+WAIT_COLUMNS = WAIT_ROW.columns
+
+
+@dataclass(slots=True)
+class TimerDelta:
+    """A durable timer: set once (the timers partition), fired possibly more than once (the
+    control partition); ``fired_at`` is the latest firing."""
+
+    timer_id: str
+    agent_id: str
+    tenant_id: str
+    run_id: str | None
+    call_id: str
+    purpose: str
+    fire_at: datetime | None = None
+    set_at: datetime | None = None
+    fired_at: datetime | None = None
+
+    @classmethod
+    def start(cls, event: TimerSet | TimerFired) -> TimerDelta:
+        env = event.envelope
+        purpose = TimerPurpose(event.purpose).value
+        return cls(event.timer_id, env.agent_id, env.tenant_id, env.run_id, event.call_id, purpose)
+
+    def add(self, event: TimerSet | TimerFired) -> None:
+        if self.run_id is None:
+            self.run_id = event.envelope.run_id
+        if isinstance(event, TimerSet):
+            if self.fire_at is None:
+                self.fire_at, self.set_at = event.fire_at, event.envelope.occurred_at
+        else:
+            self.fired_at = _latest(self.fired_at, event.envelope.occurred_at)
+
+    def merge(self, later: TimerDelta) -> TimerDelta:
+        timer = self if self.fire_at is not None else later
+        return TimerDelta(
+            self.timer_id,
+            self.agent_id,
+            self.tenant_id,
+            self.run_id if self.run_id is not None else later.run_id,
+            self.call_id,
+            self.purpose,
+            timer.fire_at,
+            timer.set_at,
+            _latest(self.fired_at, later.fired_at),
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        return TIMER_ROW(self)
+
+
+TIMER_ROW = TableRow(TimerDelta)
+TIMER_COLUMNS = TIMER_ROW.columns
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FactDelta:
+    """An ``agent_memory`` row: the newest fact of its key (facts share the control partition,
+    so the last one of a batch is the newest)."""
+
+    agent_id: str
+    key: str
+    tenant_id: str
+    value: str
+    recorded_at: datetime
+    recorded_by: str
+
+    @classmethod
+    def of(cls, event: MemoryRecorded) -> FactDelta:
+        env = event.envelope
+        return cls(
+            env.agent_id, event.key, env.tenant_id, event.value, env.occurred_at, event.recorded_by
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        return FACT_ROW(self)
+
+
+FACT_ROW = TableRow(FactDelta)
+FACT_COLUMNS = FACT_ROW.columns
+
+
+@dataclass(frozen=True, slots=True)
+class Erase:
+    """One ``MemoryErased`` of a batch: the stored facts it removes (``stored_keys``; None for
+    every stored key but ``keeps``, which the batch itself replaced or erased before), and the
+    values of facts recorded earlier in the same batch."""
+
+    agent_id: str
+    event_id: str
+    occurred_at: datetime
+    stored_keys: tuple[str, ...] | None
+    keeps: tuple[str, ...]
+    values: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class MemoryDelta:
+    """One agent's facts and erasures of a batch, folded in the control partition's order."""
+
+    facts: dict[str, FactDelta] = field(default_factory=dict)
+    erasures: list[Erase] = field(default_factory=list)
+    #: stored keys the batch replaced or erased: a later erasure does not reach their old value
+    shadowed: set[str] = field(default_factory=set)
+    stored_gone: bool = False
+
+    def add(self, event: MemoryRecorded | MemoryErased) -> None:
+        if isinstance(event, MemoryRecorded):
+            self.facts[event.key] = FactDelta.of(event)
+            self.shadowed.add(event.key)
+            return
+        stored: tuple[str, ...] | None
+        keeps: tuple[str, ...] = ()
+        if event.key is None:
+            values = tuple(f.value for f in self.facts.values())
+            self.facts.clear()
+            stored, keeps = ((), ()) if self.stored_gone else (None, tuple(sorted(self.shadowed)))
+            self.stored_gone = True
+        else:
+            fact = self.facts.pop(event.key, None)
+            values = (fact.value,) if fact is not None else ()
+            reachable = not self.stored_gone and event.key not in self.shadowed
+            stored = (event.key,) if reachable else ()
+            self.shadowed.add(event.key)
+        env = event.envelope
+        self.erasures.append(
+            Erase(env.agent_id, env.event_id, env.occurred_at, stored, keeps, values)
+        )
+
+
 # -- a batch -----------------------------------------------------------------------------------
 
 
@@ -460,8 +687,13 @@ class BatchDeltas:
     runs: dict[str, RunDelta] = field(default_factory=dict)
     tool_calls: dict[str, ToolCallDelta] = field(default_factory=dict)
     approvals: dict[str, ApprovalDelta] = field(default_factory=dict)
+    waits: dict[str, WaitDelta] = field(default_factory=dict)
+    timers: dict[str, TimerDelta] = field(default_factory=dict)
+    memory: dict[str, MemoryDelta] = field(default_factory=dict)
     #: event ids of the batch's inputs: runs started by them may now learn their input text
     inputs: list[str] = field(default_factory=list)
+    #: agents whose status the batch may change other than through their runs and approvals
+    refresh: set[str] = field(default_factory=set)
 
     @classmethod
     def collect(cls, events: list[Event]) -> BatchDeltas:
@@ -488,6 +720,20 @@ class BatchDeltas:
             self._tool_call(event)
         if isinstance(event, _APPROVAL_EVENTS):
             self._approval(event)
+        if isinstance(event, _STEERING):
+            self.refresh.add(env.agent_id)
+            if isinstance(event, ToolCallWaiting) and event.call_id not in self.waits:
+                self.waits[event.call_id] = WaitDelta.of(event)
+            elif isinstance(event, _TIMER_EVENTS):
+                self._timer(event)
+        elif isinstance(event, _MEMORY_EVENTS):
+            self.memory.setdefault(env.agent_id, MemoryDelta()).add(event)
+
+    def _timer(self, event: TimerSet | TimerFired) -> None:
+        timer = self.timers.get(event.timer_id)
+        if timer is None:
+            timer = self.timers[event.timer_id] = TimerDelta.start(event)
+        timer.add(event)
 
     def _tool_call(self, event: _ToolEvent) -> None:
         call = self.tool_calls.get(event.call_id)
@@ -517,6 +763,12 @@ class BatchRows:
     tool_calls: list[tuple[Any, ...]]
     approvals: list[tuple[Any, ...]]
     inputs: list[tuple[Any, ...]]
+    waits: list[tuple[Any, ...]] = field(default_factory=list)
+    timers: list[tuple[Any, ...]] = field(default_factory=list)
+    facts: list[tuple[Any, ...]] = field(default_factory=list)
+    refresh: list[tuple[Any, ...]] = field(default_factory=list)
+    #: erasures in the order of the agents' control partitions, applied before ``facts``
+    erasures: list[Erase] = field(default_factory=list)
 
     @classmethod
     def of(cls, events: list[SourcedEvent], *, audit: bool = True) -> BatchRows:
@@ -529,6 +781,11 @@ class BatchRows:
             [deltas.tool_calls[k].row() for k in sorted(deltas.tool_calls)],
             [deltas.approvals[k].row() for k in sorted(deltas.approvals)],
             [(event_id,) for event_id in deltas.inputs],
+            [deltas.waits[k].row() for k in sorted(deltas.waits)],
+            [deltas.timers[k].row() for k in sorted(deltas.timers)],
+            [f.row() for k in sorted(deltas.memory) for f in deltas.memory[k].facts.values()],
+            [(agent_id,) for agent_id in sorted(deltas.refresh)],
+            [e for k in sorted(deltas.memory) for e in deltas.memory[k].erasures],
         )
 
 
@@ -550,6 +807,14 @@ def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
     if b is None:
         return a
     return min(a, b)
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
 
 
 def _least(a: str | None, b: str | None) -> str | None:

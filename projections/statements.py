@@ -14,8 +14,11 @@ from agentstream.projections.audit import AUDIT_COLUMNS
 from agentstream.projections.rows import (
     AGENT_COLUMNS,
     APPROVAL_COLUMNS,
+    FACT_COLUMNS,
     RUN_COLUMNS,
+    TIMER_COLUMNS,
     TOOL_CALL_COLUMNS,
+    WAIT_COLUMNS,
 )
 
 __all__ = [
@@ -25,19 +28,25 @@ __all__ = [
     "CREATE_OFFSETS",
     "CREATE_STAGING",
     "DECIDE_APPROVALS",
+    "ERASE_FACTS",
     "FILL_LATE_RUN_INPUTS",
     "FILL_NEW_RUN_INPUTS",
     "INSERT_STAGED_EVENTS",
     "LOCK_OFFSETS",
     "READ_OFFSETS",
     "REFRESH_AGENTS",
+    "REFRESH_WAITS",
+    "SET_PAUSED",
     "STAGING",
     "STORE_OFFSETS",
     "SYNC_TOOL_CALL_APPROVALS",
     "UPSERT_AGENTS",
     "UPSERT_APPROVALS",
+    "UPSERT_FACTS",
     "UPSERT_RUNS",
+    "UPSERT_TIMERS",
     "UPSERT_TOOL_CALLS",
+    "UPSERT_WAITS",
 ]
 
 #: The SQL type of every staged column (a name has the same type in every table). JSON columns
@@ -90,6 +99,24 @@ _TYPES = {
     "requested_at": "timestamptz",
     "deadline": "timestamptz",
     "decisions": "text",
+    "runs_cancelled": "int",
+    "paused": "boolean",
+    "cancelled_by": "text",
+    "cancel_reason": "text",
+    "spec_version": "int",
+    "spec_hash": "text",
+    "callback_id": "text",
+    "expires_at": "timestamptz",
+    "waiting_at": "timestamptz",
+    "timer_id": "text",
+    "purpose": "text",
+    "fire_at": "timestamptz",
+    "set_at": "timestamptz",
+    "fired_at": "timestamptz",
+    "key": "text",
+    "value": "text",
+    "recorded_at": "timestamptz",
+    "recorded_by": "text",
 }
 _JSONB = {"arguments", "result", "decisions"}
 
@@ -100,6 +127,9 @@ STAGING: dict[str, tuple[str, ...]] = {
     "incoming_runs": RUN_COLUMNS,
     "incoming_tool_calls": TOOL_CALL_COLUMNS,
     "incoming_approvals": APPROVAL_COLUMNS,
+    "incoming_waits": WAIT_COLUMNS,
+    "incoming_timers": TIMER_COLUMNS,
+    "incoming_facts": FACT_COLUMNS,
     "incoming_inputs": ("event_id",),
     "incoming_refresh": ("agent_id",),
 }
@@ -152,17 +182,26 @@ FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, n)
 WHERE o.projection = %s AND o.topic = u.t AND o."partition" = u.p
 """
 
+# paused is staged as null when the batch neither paused nor resumed the agent: SET_PAUSED copies
+# the batch's last word, which EXCLUDED (false for "no word" as for "resumed") cannot tell apart.
+_AGENT_VALUES = _quoted(AGENT_COLUMNS).replace('"paused"', 'coalesce("paused", false)')
 UPSERT_AGENTS = f"""
 INSERT INTO agents AS a ({_quoted(AGENT_COLUMNS)})
-SELECT * FROM incoming_agents
+SELECT {_AGENT_VALUES} FROM incoming_agents
 ON CONFLICT (agent_id) DO UPDATE SET
     events = a.events + EXCLUDED.events,
     runs_completed = a.runs_completed + EXCLUDED.runs_completed,
     runs_failed = a.runs_failed + EXCLUDED.runs_failed,
+    runs_cancelled = a.runs_cancelled + EXCLUDED.runs_cancelled,
     prompt_tokens = a.prompt_tokens + EXCLUDED.prompt_tokens,
     completion_tokens = a.completion_tokens + EXCLUDED.completion_tokens,
     first_event_at = LEAST(a.first_event_at, EXCLUDED.first_event_at),
     updated_at = GREATEST(a.updated_at, EXCLUDED.updated_at)
+"""
+SET_PAUSED = """
+UPDATE agents a SET paused = i.paused
+FROM incoming_agents i
+WHERE a.agent_id = i.agent_id AND i.paused IS NOT NULL AND a.paused <> i.paused
 """
 
 # A finished run keeps its outcome; a delta that finishes it replaces the running tallies.
@@ -188,6 +227,10 @@ WITH upserted AS (
         failure_reason = {_KEEP.format(c="failure_reason")},
         error_class = {_KEEP.format(c="error_class")},
         finished_at = {_KEEP.format(c="finished_at")},
+        cancelled_by = {_KEEP.format(c="cancelled_by")},
+        cancel_reason = {_KEEP.format(c="cancel_reason")},
+        spec_version = COALESCE(r.spec_version, EXCLUDED.spec_version),
+        spec_hash = COALESCE(r.spec_hash, EXCLUDED.spec_hash),
         steps = {_TALLY.format(c="steps", running="GREATEST(r.steps, EXCLUDED.steps)")},
         tool_calls = {_RUN_SUMS["tool_calls"]},
         prompt_tokens = {_RUN_SUMS["prompt_tokens"]},
@@ -301,16 +344,111 @@ WHERE a.call_id = t.call_id
        OR t.status <> tool_call_status(t.result_status, a.status, t.requested))
 """
 
-# An agent is running while it has an unfinished run, awaiting approval while that run has a
-# pending approval, idle otherwise. Only agents whose runs or approvals changed are looked at.
+# The first ToolCallWaiting of a call wins (they share the tool-results partition).
+UPSERT_WAITS = f"""
+INSERT INTO waits AS w ({_quoted(WAIT_COLUMNS)})
+SELECT {_quoted(WAIT_COLUMNS)} FROM incoming_waits
+ON CONFLICT (call_id) DO NOTHING
+"""
+
+# Set once (the timers partition), fired on the control partition: the latest firing is kept.
+UPSERT_TIMERS = f"""
+INSERT INTO timers AS t ({_quoted(TIMER_COLUMNS)})
+SELECT {_quoted(TIMER_COLUMNS)} FROM incoming_timers
+ON CONFLICT (timer_id) DO UPDATE SET
+    run_id = COALESCE(t.run_id, EXCLUDED.run_id),
+    fire_at = CASE WHEN t.fire_at IS NULL THEN EXCLUDED.fire_at ELSE t.fire_at END,
+    set_at = CASE WHEN t.fire_at IS NULL THEN EXCLUDED.set_at ELSE t.set_at END,
+    fired_at = GREATEST(t.fired_at, EXCLUDED.fired_at)
+"""
+
+# A wait completed when the first CallbackCompleted of its callback (in the audit log, whichever
+# of the two is projected first) came before its timer fired and before its run ended; timed out
+# when its timer fired when due; closed when its run ended otherwise. Completion and firing share
+# the control partition; their event times stand for that order here.
+REFRESH_WAITS = """
+UPDATE waits w SET
+    completed_at = s.completed_at,
+    completed_by = s.completed_by,
+    timed_out_at = s.timed_out_at,
+    status = CASE
+        WHEN s.completed_at IS NOT NULL
+             AND (s.timed_out_at IS NULL OR s.completed_at < s.timed_out_at)
+             AND (s.run_ended IS NULL OR s.completed_at <= s.run_ended) THEN 'completed'
+        WHEN s.timed_out_at IS NOT NULL THEN 'timed_out'
+        WHEN s.run_ended IS NOT NULL THEN 'closed'
+        ELSE 'waiting'
+    END
+FROM (
+    SELECT x.call_id, r.finished_at AS run_ended, c.occurred_at AS completed_at,
+           c.payload->>'completed_by' AS completed_by, f.fired_at AS timed_out_at
+    FROM waits x
+    LEFT JOIN runs r ON r.run_id = x.run_id AND r.status <> 'running'
+    LEFT JOIN LATERAL (
+        SELECT e.occurred_at, e.payload FROM agent_events e
+        WHERE e.agent_id = x.agent_id AND e.type = 'CallbackCompleted'
+          AND e.payload->>'callback_id' = x.callback_id
+        ORDER BY e."offset"
+        LIMIT 1
+    ) c ON true
+    LEFT JOIN LATERAL (
+        SELECT t.fired_at FROM timers t
+        WHERE t.call_id = x.call_id AND t.purpose = 'callback' AND t.fired_at >= t.fire_at
+        ORDER BY t.timer_id
+        LIMIT 1
+    ) f ON true
+    WHERE x.call_id IN (SELECT call_id FROM incoming_waits)
+       OR x.agent_id IN (SELECT agent_id FROM incoming_refresh)
+) s
+WHERE w.call_id = s.call_id
+"""
+
+# Facts share the control partition: the batch's newest of a key replaces the stored one.
+UPSERT_FACTS = f"""
+INSERT INTO agent_memory AS m ({_quoted(FACT_COLUMNS)})
+SELECT {_quoted(FACT_COLUMNS)} FROM incoming_facts
+ON CONFLICT (agent_id, key) DO UPDATE SET
+    tenant_id = EXCLUDED.tenant_id,
+    value = EXCLUDED.value,
+    recorded_at = EXCLUDED.recorded_at,
+    recorded_by = EXCLUDED.recorded_by
+"""
+
+# One erasure's stored facts, returning what they said (to scrub it from the agent's rows).
+ERASE_FACTS = """
+DELETE FROM agent_memory
+WHERE agent_id = %(agent_id)s
+  AND CASE WHEN %(keys)s::text[] IS NULL THEN NOT key = ANY(%(keeps)s::text[])
+           ELSE key = ANY(%(keys)s::text[]) END
+RETURNING value
+"""
+
+# The agent's status as the state machine has it (AgentState.status): paused, else idle without
+# an unfinished run, else awaiting approval while that run has a pending approval, waiting while
+# it waits for a callback, sleeping while a sleep is all it waits for, running otherwise. Only
+# agents whose runs, approvals, waits, timers or pause changed are looked at.
 REFRESH_AGENTS = """
-UPDATE agents a SET status = s.status, active_run_id = s.run_id
+UPDATE agents a SET
+    status = CASE WHEN a.paused THEN 'paused' ELSE s.status END,
+    active_run_id = s.run_id
 FROM (
     SELECT u.agent_id, r.run_id,
            CASE WHEN r.run_id IS NULL THEN 'idle'
                 WHEN EXISTS (
                     SELECT 1 FROM approvals p WHERE p.run_id = r.run_id AND p.status = 'pending'
                 ) THEN 'awaiting_approval'
+                WHEN EXISTS (
+                    SELECT 1 FROM waits w WHERE w.run_id = r.run_id AND w.status = 'waiting'
+                ) THEN 'waiting'
+                WHEN EXISTS (
+                    SELECT 1 FROM timers t
+                    WHERE t.run_id = r.run_id AND t.purpose = 'sleep' AND t.fire_at IS NOT NULL
+                      AND (t.fired_at IS NULL OR t.fired_at < t.fire_at)
+                ) AND NOT EXISTS (
+                    SELECT 1 FROM tool_calls c
+                    WHERE c.run_id = r.run_id AND c.status IN ('requested', 'awaiting_approval')
+                      AND NOT EXISTS (SELECT 1 FROM waits w WHERE w.call_id = c.call_id)
+                ) THEN 'sleeping'
                 ELSE 'running'
            END AS status
     FROM (
@@ -324,5 +462,6 @@ FROM (
     ) r ON true
 ) s
 WHERE a.agent_id = s.agent_id
-  AND (a.status <> s.status OR a.active_run_id IS DISTINCT FROM s.run_id)
+  AND (a.status <> CASE WHEN a.paused THEN 'paused' ELSE s.status END
+       OR a.active_run_id IS DISTINCT FROM s.run_id)
 """

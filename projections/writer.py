@@ -28,7 +28,8 @@ from psycopg.errors import UniqueViolation
 from agentstream.projections import statements as q
 from agentstream.projections.audit import SourcedEvent
 from agentstream.projections.database import connect, offsets_of
-from agentstream.projections.rows import BatchRows, first_of_each_event
+from agentstream.projections.erasure import Erasure, redact
+from agentstream.projections.rows import BatchRows, Erase, first_of_each_event
 from agentstream.schemas.errors import AgentStreamError
 from agentstream.streams.runtime.logs import get_logger
 
@@ -96,6 +97,8 @@ class ApplyResult:
     unwritable: list[Unwritable] = field(default_factory=list)
     #: the stored offsets after the commit, for every partition of the batch
     positions: dict[TopicPartition, int] = field(default_factory=dict)
+    #: what the batch's MemoryErased events erased (for a rebuild to apply again at its end)
+    erasures: list[Erasure] = field(default_factory=list)
 
 
 class OffsetsMoved(AgentStreamError):
@@ -219,10 +222,12 @@ class BatchWriter:
             if mode is _Mode.ISOLATE:
                 self._write_isolating(conn, unique, result)
             elif mode is _Mode.DEDUPE:
-                result.applied = self._write(conn, unique, dedupe=True)
+                result.applied = self._write(conn, unique, result.erasures, dedupe=True)
             else:
                 ahead = batch.rows if batch.rows is not None and not result.skipped else None
-                result.applied = self._write(conn, unique, dedupe=False, rows=ahead)
+                result.applied = self._write(
+                    conn, unique, result.erasures, dedupe=False, rows=ahead
+                )
             result.duplicates = len(fresh) - result.applied - len(result.unwritable)
             if result.unwritable and on_unwritable is not None:
                 on_unwritable(result.unwritable)
@@ -248,9 +253,11 @@ class BatchWriter:
         order is kept, so the tables equal what writing the good events in one go gives."""
         if not events:
             return
+        erasures: list[Erasure] = []
         try:
             with conn.transaction():
-                result.applied += self._write(conn, events, dedupe=True)
+                result.applied += self._write(conn, events, erasures, dedupe=True)
+            result.erasures += erasures
         except ROW_ERRORS as exc:
             if len(events) == 1:
                 result.unwritable.append(Unwritable(events[0], type(exc).__name__, _describe(exc)))
@@ -263,12 +270,14 @@ class BatchWriter:
         self,
         conn: Connection,
         events: list[SourcedEvent],
+        erasures: list[Erasure],
         *,
         dedupe: bool,
         rows: BatchRows | None = None,
     ) -> int:
         """Store the audit rows and fold the new ones into the read models; returns how many
-        were new. ``rows`` are the rows of ``events`` if computed ahead."""
+        were new, and adds what they erased to ``erasures``. ``rows`` are the rows of
+        ``events`` if computed ahead."""
         if not events:
             return 0
         with conn.cursor() as cur:
@@ -279,41 +288,87 @@ class BatchWriter:
                 new_ids = {row[0] for row in cur.fetchall()}
                 events = [e for e in events if e.event.envelope.event_id in new_ids]
                 if events:
-                    self._upsert(conn, cur, BatchRows.of(events, audit=False))
+                    self._upsert(conn, cur, BatchRows.of(events, audit=False), erasures)
                 return len(events)
             rows = rows or BatchRows.of(events)
             _copy(cur, q.COPY_EVENTS, rows.audit)
-            self._upsert(conn, cur, rows)
+            self._upsert(conn, cur, rows, erasures)
         return rows.events
 
-    def _upsert(self, conn: Connection, cur: Cursor, rows: BatchRows) -> None:
-        """Stage the deltas (COPY), then send every read-model statement of the batch at once."""
+    def _upsert(
+        self, conn: Connection, cur: Cursor, rows: BatchRows, erasures: list[Erasure]
+    ) -> None:
+        """Stage the deltas (COPY), then send every read-model statement of the batch at once.
+        Erasures delete their facts before the batch's own facts are stored, and scrub the
+        agent's rows once everything else of the batch is written."""
         for table, staged in (
             ("incoming_agents", rows.agents),
             ("incoming_runs", rows.runs),
             ("incoming_tool_calls", rows.tool_calls),
             ("incoming_approvals", rows.approvals),
             ("incoming_inputs", rows.inputs),
+            ("incoming_waits", rows.waits),
+            ("incoming_timers", rows.timers),
+            ("incoming_facts", rows.facts),
+            ("incoming_refresh", rows.refresh),
         ):
             if staged:
                 _copy(cur, q.COPY[table], staged)
+        erased = [_erase_facts(cur, erase) for erase in rows.erasures]
         with conn.pipeline():
-            cur.execute(q.UPSERT_AGENTS)
-            if rows.runs:
-                cur.execute(q.UPSERT_RUNS)
-                cur.execute(q.FILL_NEW_RUN_INPUTS)
-            if rows.inputs:
-                cur.execute(q.FILL_LATE_RUN_INPUTS)
-            if rows.tool_calls:
-                cur.execute(q.UPSERT_TOOL_CALLS)
-            if rows.approvals:
-                cur.execute(q.UPSERT_APPROVALS)
-            if rows.approvals or rows.runs:  # a run that ended closes its undecided approvals
-                cur.execute(q.DECIDE_APPROVALS)
-            if rows.tool_calls or rows.approvals or rows.runs:
-                cur.execute(q.SYNC_TOOL_CALL_APPROVALS)
-            if rows.runs or rows.approvals:
-                cur.execute(q.REFRESH_AGENTS)
+            _statements(cur, rows)
+        for erasure in erased:
+            redact(conn, erasure)
+        erasures += erased
+
+    def redact(self, erasures: list[Erasure]) -> None:
+        """Apply ``erasures`` again, in one transaction: a rebuild does this after replaying,
+        for the rows of events that were replayed after the erasure that reaches them."""
+        if not erasures:
+            return
+        conn = self._connection()
+        with conn.transaction():
+            for erasure in erasures:
+                redact(conn, erasure)
+
+
+def _statements(cur: Cursor, rows: BatchRows) -> None:
+    """Every read-model statement a batch needs, in order (sent as one pipeline)."""
+    cur.execute(q.UPSERT_AGENTS)
+    if rows.refresh:
+        cur.execute(q.SET_PAUSED)
+    if rows.facts:
+        cur.execute(q.UPSERT_FACTS)
+    if rows.timers:
+        cur.execute(q.UPSERT_TIMERS)
+    if rows.waits:
+        cur.execute(q.UPSERT_WAITS)
+    if rows.runs:
+        cur.execute(q.UPSERT_RUNS)
+        cur.execute(q.FILL_NEW_RUN_INPUTS)
+    if rows.inputs:
+        cur.execute(q.FILL_LATE_RUN_INPUTS)
+    if rows.tool_calls:
+        cur.execute(q.UPSERT_TOOL_CALLS)
+    if rows.approvals:
+        cur.execute(q.UPSERT_APPROVALS)
+    if rows.approvals or rows.runs:  # a run that ended closes its undecided approvals
+        cur.execute(q.DECIDE_APPROVALS)
+    if rows.tool_calls or rows.approvals or rows.runs:
+        cur.execute(q.SYNC_TOOL_CALL_APPROVALS)
+    if rows.waits or rows.refresh or rows.runs:
+        cur.execute(q.REFRESH_WAITS)
+    if rows.runs or rows.approvals or rows.refresh:
+        cur.execute(q.REFRESH_AGENTS)
+
+
+def _erase_facts(cur: Cursor, erase: Erase) -> Erasure:
+    """Delete the stored facts ``erase`` removes; the erasure of their values and of the
+    batch's own erased facts."""
+    keys = None if erase.stored_keys is None else list(erase.stored_keys)
+    params = {"agent_id": erase.agent_id, "keys": keys, "keeps": list(erase.keeps)}
+    stored = [str(row[0]) for row in cur.execute(q.ERASE_FACTS, params).fetchall()]
+    return Erasure(erase.agent_id, (*stored, *erase.values), erase.occurred_at)
 
 
 def _copy(cur: Cursor, statement: str, rows: list[tuple[Any, ...]]) -> None:

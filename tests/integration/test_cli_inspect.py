@@ -15,10 +15,19 @@ from pathlib import Path
 import pytest
 from harness import SUPPORT_DIR
 from histories import Placed, drive, make_input
-from projection_support import DirectFeed, drop_schemas, fresh_schema, produce
+from projection_support import (
+    KEPT,
+    ControlWorld,
+    DirectFeed,
+    assert_no_trace,
+    drop_schemas,
+    fresh_schema,
+    produce,
+)
 from world import respond
 
 from agentstream.processors.core.state import AgentState
+from agentstream.projections.erasure import ERASED
 from agentstream.schemas.events import ApprovalRequested, Event
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import ensure_topics, topic_for
@@ -180,3 +189,78 @@ def test_unknown_agents_and_bad_settings_are_one_line(world: World, database_url
     assert (
         "cannot reach PostgreSQL" in unreachable.stderr and "from the topics" in unreachable.stdout
     )
+
+
+# -- memory and run control --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def control(world: World, database_url: str) -> Iterator[tuple[ControlWorld, str]]:
+    """Agents using the new events, on the topics and in the read models; one fact erased."""
+    steered = ControlWorld.make(uuid.uuid4().hex[:6])
+    events = steered.placed(steered.before + steered.erase)
+    produce(world.settings, events)
+    name = fresh_schema(database_url)
+    feed = DirectFeed(database_url, name)
+    try:
+        feed.feed(steered.placed(steered.before))
+        feed.feed(steered.placed(steered.erase))
+    finally:
+        feed.close()
+    yield steered, name
+    drop_schemas(database_url, name)
+
+
+def test_inspect_shows_facts_pause_cancels_and_spec_versions(
+    world: World, control: tuple[ControlWorld, str], database_url: str
+) -> None:
+    steered, schema = control
+    on_db = ("--schema", schema)
+    paused = cli(world, "inspect", steered.paused, *on_db, database_url=database_url)
+    assert paused.returncode == 0, paused.stderr
+    assert "paused" in paused.stdout and "v1" in paused.stdout
+    cancelled = cli(world, "inspect", steered.cancelled, *on_db, database_url=database_url)
+    assert "0 completed, 0 failed, 1 cancelled" in cancelled.stdout
+    assert "cancelled by ops: wrong order" in cancelled.stdout
+    waiting = json.loads(
+        cli(world, "inspect", steered.waiting, *on_db, "--json", database_url=database_url).stdout
+    )
+    assert waiting["status"] == "waiting"
+    # the topics give the same answer
+    for agent in (steered.paused, steered.cancelled, steered.waiting):
+        db = json.loads(
+            cli(world, "inspect", agent, *on_db, "--json", database_url=database_url).stdout
+        )
+        topics = json.loads(cli(world, "inspect", agent, *SPEC, "--from-topics", "--json").stdout)
+        for key in ("status", "runs_cancelled", "runs_completed", "facts"):
+            assert db[key] == topics[key], (agent, key)
+        assert [r["spec_version"] for r in db["runs"]] == [
+            r["spec_version"] for r in topics["runs"]
+        ]
+
+
+def test_inspect_never_prints_an_erased_fact(
+    world: World, control: tuple[ControlWorld, str], database_url: str
+) -> None:
+    steered, schema = control
+    agent = steered.remembers
+    shown = [
+        cli(
+            world, "inspect", agent, "--schema", schema, "--limit", "100", database_url=database_url
+        ),
+        cli(world, "inspect", agent, "--schema", schema, "--json", database_url=database_url),
+        # the topics still hold the fact (until retention): the view leaves it out all the same
+        cli(world, "inspect", agent, *SPEC, "--from-topics", "--limit", "100"),
+        cli(world, "inspect", agent, *SPEC, "--from-topics", "--json"),
+    ]
+    for done in shown:
+        assert done.returncode == 0, done.stderr
+        assert_no_trace(done.stdout + done.stderr)
+        assert f"city = {KEPT}" in done.stdout
+    assert "MemoryErased" in shown[0].stdout and "MemoryErased" in shown[2].stdout
+    for as_json in (shown[1], shown[3]):
+        view = json.loads(as_json.stdout)
+        assert view["facts"] == [f"city = {KEPT}"]
+        [erased] = [t for t in view["timeline"] if t["type"] == "MemoryErased"]
+        assert (erased["payload"]["key"], erased["payload"]["requested_by"]) == ("allergy", "dpo")
+        assert ERASED in json.dumps(view["timeline"], ensure_ascii=False)

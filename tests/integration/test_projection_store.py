@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,17 +15,25 @@ import pytest
 from builders import T0, envelope
 from histories import Placed, drive, histories, interleave, make_input
 from projection_support import (
+    KEPT,
+    SECRET,
+    ControlWorld,
     DirectFeed,
+    agent_text,
+    assert_no_trace,
     assert_row_matches_state,
     checksums,
     drop_schemas,
     fresh_schema,
+    secret_spellings,
     snapshot,
 )
 from world import respond, result_envelope, support_spec
 
 from agentstream.processors.core.state import AgentState
+from agentstream.projections.audit import event_from_payload
 from agentstream.projections.database import connect
+from agentstream.projections.erasure import ERASED
 from agentstream.projections.migrate import applied_versions, migrate, migrations
 from agentstream.projections.queries import (
     agent_state_at,
@@ -41,6 +50,8 @@ from agentstream.schemas.events import (
     ApprovalGranted,
     ApprovalRequested,
     Event,
+    MemoryErased,
+    MemoryRecorded,
     RunFailed,
     ToolCallCompleted,
 )
@@ -439,3 +450,188 @@ def test_checksums_tell_a_changed_payload_or_column(
     after = checksums(database_url, schema)
     assert {t for t in before if before[t] != after[t]} == {"agent_events", "runs"}
     assert after["agent_events"].rows == before["agent_events"].rows
+
+
+# -- memory and run control --------------------------------------------------------------------
+
+
+def rows_of(
+    database_url: str, schema: str, query: str, *params: object
+) -> list[tuple[object, ...]]:
+    with connect(database_url, schema) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def test_memory_and_run_control_fold_into_the_read_models(
+    database_url: str, schema: str, feed: DirectFeed
+) -> None:
+    world = ControlWorld.make(uuid.uuid4().hex[:6])
+    feed.feed(world.placed(world.before))
+    feed.feed(world.placed(world.erase))
+    with connect(database_url, schema) as conn:
+        for agent in world.agents:
+            row = get_agent(conn, agent)
+            assert row is not None
+            assert_row_matches_state(row, world.states[agent])
+            assert row.paused == (agent == world.paused)
+            assert row.runs_cancelled == (agent == world.cancelled)
+    statuses = dict(rows_of(database_url, schema, "SELECT agent_id, status FROM agents"))
+    assert statuses[world.paused] == "paused"
+    assert statuses[world.waiting] == "waiting"
+
+    [cancelled] = rows_of(
+        database_url,
+        schema,
+        "SELECT status, cancelled_by, cancel_reason, spec_version FROM runs WHERE agent_id = %s",
+        world.cancelled,
+    )
+    assert cancelled == ("cancelled", "ops", "wrong order", 1)
+    assert rows_of(
+        database_url,
+        schema,
+        "SELECT a.status, t.status FROM approvals a JOIN tool_calls t USING (call_id) "
+        "WHERE a.agent_id = %s",
+        world.cancelled,
+    ) == [("closed", "closed")]
+    hashes = rows_of(database_url, schema, "SELECT DISTINCT spec_version, spec_hash FROM runs")
+    assert hashes == [(1, support_spec().content_hash)]
+
+    waits = rows_of(
+        database_url,
+        schema,
+        "SELECT agent_id, status, callback_id, completed_by FROM waits ORDER BY agent_id",
+    )
+    assert waits == [
+        (world.called, "completed", f"cb-{world.called}", "warehouse"),
+        (world.waiting, "waiting", f"cb-{world.waiting}", None),
+    ]
+    timers = rows_of(database_url, schema, "SELECT purpose, fired_at FROM timers")
+    assert timers == [("callback", None), ("callback", None)]
+
+    facts = rows_of(
+        database_url, schema, "SELECT agent_id, key, value, recorded_by FROM agent_memory"
+    )
+    assert facts == [(world.remembers, "city", KEPT, "ops")]
+
+
+def test_an_erased_fact_leaves_no_trace_in_any_table(
+    database_url: str, schema: str, feed: DirectFeed
+) -> None:
+    world = ControlWorld.make(uuid.uuid4().hex[:6])
+    feed.feed(world.placed(world.before))
+    before = agent_text(database_url, schema, world.remembers)
+    # it was everywhere: raw, in JSON, in JSON nested in JSON (messages, tool results)
+    assert all(spelling in before for spelling in secret_spellings())
+    outputs = rows_of(
+        database_url, schema, "SELECT output FROM runs WHERE agent_id = %s", world.remembers
+    )
+    assert outputs == [(f"done after 2 tool result(s): refund please, I am {SECRET}",)]
+
+    feed.feed(world.placed(world.erase))
+    after = agent_text(database_url, schema, world.remembers)
+    assert_no_trace(after)
+    assert ERASED in after and KEPT in after
+    [(payload, redacted)] = rows_of(
+        database_url,
+        schema,
+        "SELECT payload, redacted FROM agent_events WHERE type = 'MemoryErased'",
+    )
+    assert isinstance(payload, dict)
+    assert (payload["key"], payload["requested_by"], payload["reason"]) == (
+        "allergy",
+        "dpo",
+        "gdpr",
+    )
+    assert redacted is False
+    # the events still read back as events, with the text replaced
+    with connect(database_url, schema) as conn:
+        timeline = agent_timeline(conn, world.remembers)
+    events = [event_from_payload(e.type, e.payload) for e in timeline]
+    [recorded] = [e for e in events if isinstance(e, MemoryRecorded) and e.key == "allergy"]
+    assert recorded.value == ERASED
+    # the other agents were not touched
+    assert rows_of(
+        database_url, schema, "SELECT DISTINCT agent_id FROM agent_events WHERE redacted"
+    ) == [(world.remembers,)]
+
+
+def test_erasing_every_fact_and_recording_again_in_one_batch(
+    database_url: str, schema: str, feed: DirectFeed
+) -> None:
+    """Record, erase all, record again: the order of the control partition decides, whether the
+    events come in one batch or one at a time."""
+    agent = f"forgetful-{uuid.uuid4().hex[:6]}"
+
+    def fact(n: int, key: str, value: str) -> Event:
+        return MemoryRecorded(
+            envelope=envelope(agent, occurred_at=T0 + timedelta(seconds=n)),
+            key=key,
+            value=value,
+            recorded_by="ops",
+        )
+
+    erase_all = MemoryErased(
+        envelope=envelope(agent, occurred_at=T0 + timedelta(seconds=3)), requested_by="dpo"
+    )
+    events = [
+        fact(0, "a", "first-Qa1"),
+        fact(1, "b", "second-Qb2"),
+        fact(2, "a", "third-Qa3"),
+        erase_all,
+        fact(4, "a", "fourth-Qa4"),
+    ]
+    placed = [Placed(e, topic_for(type(e)).name, 0) for e in events]
+    sums = []
+    for batch_size in (5000, 1):
+        other = fresh_schema(database_url)
+        one = DirectFeed(database_url, other)
+        try:
+            one.feed(placed, batch_size)
+            text = agent_text(database_url, other, agent)
+            assert "second-Qb2" not in text and "third-Qa3" not in text
+            # replaced before the erasure, so no longer a fact: the state machine keeps it too
+            assert "first-Qa1" in text
+            assert rows_of(database_url, other, "SELECT key, value FROM agent_memory") == [
+                ("a", "fourth-Qa4")
+            ]
+            sums.append(checksums(database_url, other))
+        finally:
+            one.close()
+            drop_schemas(database_url, other)
+    assert sums[0] == sums[1]
+
+
+def test_new_tables_do_not_depend_on_batches_or_topic_interleaving(database_url: str) -> None:
+    world = ControlWorld.make(uuid.uuid4().hex[:6])
+    placed = world.placed(world.before, partitions=3)
+    sums = []
+    for seed, batch_size in ((0, 5000), (1, 7), (2, 1)):
+        schema = fresh_schema(database_url)
+        feed = DirectFeed(database_url, schema)
+        try:
+            feed.feed(placed if seed == 0 else interleave(placed, seed), batch_size)
+            feed.feed(world.placed(world.erase, partitions=3), batch_size)
+            assert_no_trace(agent_text(database_url, schema, world.remembers))
+            sums.append(checksums(database_url, schema))
+        finally:
+            feed.close()
+            drop_schemas(database_url, schema)
+    assert sums[0] == sums[1] == sums[2]
+
+
+def test_events_replayed_after_their_erasure_are_scrubbed_by_applying_it_again(
+    database_url: str, schema: str, feed: DirectFeed
+) -> None:
+    """What a rebuild does: the control partition (facts, then the erasure) may be replayed
+    before the other topics that quote the fact; the erasures are applied again at the end."""
+    world = ControlWorld.make(uuid.uuid4().hex[:6])
+    control = [e for e in world.before if isinstance(e, MemoryRecorded)]
+    rest = [e for e in world.before if not isinstance(e, MemoryRecorded)]
+    results = feed.feed(world.placed(control + world.erase))
+    feed.feed(world.placed(rest))
+    # the live projector's limit: an event it gets after the erasure keeps the text
+    assert SECRET in agent_text(database_url, schema, world.remembers)
+    erasures = [erasure for result in results for erasure in result.erasures]
+    assert [e.agent_id for e in erasures] == [world.remembers]
+    feed.writer.redact(erasures)
+    assert_no_trace(agent_text(database_url, schema, world.remembers))

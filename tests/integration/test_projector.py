@@ -20,10 +20,15 @@ from builders import T0, agent_input
 from harness import FakeWorkers, ServiceProcess, read_to_end
 from histories import Placed, histories
 from projection_support import (
+    KEPT,
+    ControlWorld,
+    agent_text,
+    assert_no_trace,
     assert_row_matches_state,
     checksums,
     fresh_schema,
     produce,
+    secret_spellings,
     snapshot,
     wait_caught_up,
 )
@@ -33,6 +38,7 @@ from agentstream.projections.database import connect
 from agentstream.projections.projector import PROJECTED_TOPICS
 from agentstream.projections.queries import (
     agent_state_at,
+    get_agent,
     pending_approvals,
     projection_position,
     runs_by_status,
@@ -383,3 +389,44 @@ def test_bad_records_go_to_the_dlq_and_the_rest_is_projected(
     assert sorted(stored_event_ids(database_url, schema)) == sorted(
         p.event.envelope.event_id for p in good
     )
+
+
+# -- memory and run control --------------------------------------------------------------------
+
+
+def test_memory_and_run_control_are_projected_and_an_erasure_survives_a_rebuild(
+    isolated: Settings, schema: str, database_url: str, tmp_path: Path
+) -> None:
+    world = ControlWorld.make(uuid.uuid4().hex[:6])
+    with ServiceProcess(projector(schema), isolated, tmp_path, "projector") as service:
+        service.wait_for_log("partitions_assigned")
+        produce(isolated, world.placed(world.before))
+        wait_caught_up(isolated, database_url, schema)
+        before = agent_text(database_url, schema, world.remembers)
+        assert all(spelling in before for spelling in secret_spellings())
+        produce(isolated, world.placed(world.erase))
+        wait_caught_up(isolated, database_url, schema)
+        live = {agent: agent_text(database_url, schema, agent) for agent in world.agents}
+        # the rebuild replays the topics, which still hold the fact, interleaved as it reads them
+        report = rebuild(isolated, schema=schema)
+        assert report.equal and report.swapped, report.differing()
+        assert service.terminate() == 0, service.log_tail()
+    assert_no_trace(live[world.remembers])
+    assert KEPT in live[world.remembers]
+    assert_no_trace(agent_text(database_url, schema, world.remembers))
+    with connect(database_url, schema) as conn:
+        for agent in world.agents:
+            row = get_agent(conn, agent)
+            assert row is not None
+            assert_row_matches_state(row, world.states[agent])
+        [cancelled] = runs_by_status(conn, "cancelled")
+        assert (cancelled.agent_id, cancelled.cancelled_by) == (world.cancelled, "ops")
+        closed = conn.execute(
+            "SELECT status FROM approvals WHERE agent_id = %s", (world.cancelled,)
+        )
+        assert closed.fetchall() == [("closed",)]
+        erased = conn.execute(
+            "SELECT payload->>'key', payload->>'requested_by' FROM agent_events "
+            "WHERE type = 'MemoryErased'"
+        )
+        assert erased.fetchall() == [("allergy", "dpo")]

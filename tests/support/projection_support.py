@@ -3,13 +3,17 @@ writer, waiting for a projector to catch up with the topics, and snapshots of wh
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
 import psycopg
-from histories import Placed
+from builders import T0, envelope
+from histories import Placed, drive, make_input
 from psycopg import sql
+from world import WORLD, respond, result_envelope
 
 from agentstream.processors.core.state import AgentState
 from agentstream.projections.audit import SourcedEvent
@@ -18,8 +22,20 @@ from agentstream.projections.database import connect
 from agentstream.projections.migrate import migrate
 from agentstream.projections.queries import AgentRow, get_agent, projection_position
 from agentstream.projections.writer import ApplyResult, Batch, BatchWriter
+from agentstream.schemas.events import (
+    AgentPaused,
+    ApprovalRequested,
+    CallbackCompleted,
+    Event,
+    MemoryErased,
+    MemoryRecorded,
+    RunCancelRequested,
+    ToolCallRequested,
+    ToolCallWaiting,
+)
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.runtime.settings import Settings
+from agentstream.streams.topics import topic_for
 from agentstream.tools.harness.chaos_checks import wait_projection_caught_up
 
 Position = dict[tuple[str, int], int]
@@ -134,3 +150,214 @@ def produce(settings: Settings, placed: Iterable[Placed]) -> int:
             count += 1
         producer.flush()
     return count
+
+
+# -- memory and run control ---------------------------------------------------------------------
+
+#: A fact that will be erased: a quote and a newline, so its JSON spellings differ from it.
+SECRET = 'allergic to "Zq7" peanuts\nsevere'
+KEPT = "lives in Lisbon-Xy"
+
+
+def secret_spellings(secret: str = SECRET) -> list[str]:
+    """The secret raw, JSON-escaped once and twice: none may remain anywhere."""
+    once = json.dumps(secret, ensure_ascii=False)[1:-1]
+    twice = json.dumps(once, ensure_ascii=False)[1:-1]
+    # a distinctive part of it as well, which every spelling contains
+    return [secret, once, twice, "Zq7"]
+
+
+def _control(event_type: type[Event], agent_id: str, at_s: float, **fields: object) -> Event:
+    event_id = str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"control/{agent_id}/{event_type.__name__}/{at_s}")
+    )
+    env = envelope(agent_id, event_id=event_id, occurred_at=T0 + timedelta(seconds=at_s))
+    return event_type.model_validate({"envelope": env, **fields})
+
+
+def _waiting_world(agent_id: str) -> Callable[[Event], Event | None]:
+    """The tests' world, except that its tool calls wait for a callback."""
+
+    def answer(request: Event) -> Event | None:
+        if isinstance(request, ToolCallRequested):
+            return ToolCallWaiting(
+                envelope=result_envelope(request, "wait"),
+                call_id=request.call_id,
+                tool=request.tool,
+                callback_id=f"cb-{agent_id}",
+                expires_at=T0 + timedelta(hours=1),
+            )
+        return respond(request)
+
+    return answer
+
+
+def _quoting_world(request: Event) -> Event | None:
+    """The tests' world, with tools whose results quote the secret (nested JSON downstream)."""
+    return replace(WORLD, tool=lambda r: json.dumps({"note": SECRET, "call": r.call_id}))(request)
+
+
+def _hold_approvals(request: Event) -> Event | None:
+    return None if isinstance(request, ApprovalRequested) else respond(request)
+
+
+@dataclass
+class ControlWorld:
+    """Histories of five agents that use the new events, before and after an erasure:
+
+    - ``remembers``: two facts; a run whose input, model calls, tool results, approval and
+      output quote one of them; then that fact is erased (``erase``, kept apart);
+    - ``cancelled``: a run waiting for an approval, cancelled;
+    - ``paused``: a completed run, then paused;
+    - ``waiting``: a tool call that waits for a callback;
+    - ``called``: the same, completed by its callback.
+    """
+
+    suffix: str
+    before: list[Event] = field(default_factory=list)
+    erase: list[Event] = field(default_factory=list)
+    states: dict[str, AgentState | None] = field(default_factory=dict)
+
+    @property
+    def remembers(self) -> str:
+        return f"remembers-{self.suffix}"
+
+    @property
+    def cancelled(self) -> str:
+        return f"cancelled-{self.suffix}"
+
+    @property
+    def paused(self) -> str:
+        return f"paused-{self.suffix}"
+
+    @property
+    def waiting(self) -> str:
+        return f"waiting-{self.suffix}"
+
+    @property
+    def called(self) -> str:
+        return f"called-{self.suffix}"
+
+    @property
+    def agents(self) -> list[str]:
+        return [self.remembers, self.cancelled, self.paused, self.waiting, self.called]
+
+    @classmethod
+    def make(cls, suffix: str) -> ControlWorld:
+        world = cls(suffix)
+        world._drive(
+            world.remembers,
+            [
+                _control(
+                    MemoryRecorded,
+                    world.remembers,
+                    0,
+                    key="allergy",
+                    value=SECRET,
+                    recorded_by="ops",
+                ),
+                _control(
+                    MemoryRecorded, world.remembers, 0.5, key="city", value=KEPT, recorded_by="ops"
+                ),
+                make_input(world.remembers, 0, f"refund please, I am {SECRET}", at_s=1),
+            ],
+            _quoting_world,
+        )
+        erased = _control(
+            MemoryErased, world.remembers, 600, key="allergy", requested_by="dpo", reason="gdpr"
+        )
+        world.erase = [erased]
+        world._drive(world.remembers, [erased], respond, record=False)
+        world._drive(
+            world.cancelled, [make_input(world.cancelled, 0, "refund please")], _hold_approvals
+        )
+        world._drive(
+            world.cancelled,
+            [
+                _control(
+                    RunCancelRequested,
+                    world.cancelled,
+                    30,
+                    requested_by="ops",
+                    reason="wrong order",
+                )
+            ],
+            _hold_approvals,
+        )
+        world._drive(world.paused, [make_input(world.paused, 0, "where is my order")], respond)
+        world._drive(
+            world.paused,
+            [_control(AgentPaused, world.paused, 30, requested_by="ops", reason="maintenance")],
+            respond,
+        )
+        world._drive(
+            world.waiting,
+            [make_input(world.waiting, 0, "where is my order")],
+            _waiting_world(world.waiting),
+        )
+        world._drive(
+            world.called,
+            [make_input(world.called, 0, "where is my order")],
+            _waiting_world(world.called),
+        )
+        state = world.states[world.called]
+        assert state is not None and state.run is not None
+        callback = _control(
+            CallbackCompleted,
+            world.called,
+            40,
+            callback_id=f"cb-{world.called}",
+            result_json='{"status": "shipped"}',
+            completed_by="warehouse",
+        )
+        world._drive(world.called, [callback], respond)
+        return world
+
+    def _drive(
+        self,
+        agent_id: str,
+        inputs: list[Event],
+        answer: Callable[[Event], Event | None],
+        *,
+        record: bool = True,
+    ) -> None:
+        events, state = drive(inputs, world=answer, state=self.states.get(agent_id))
+        self.states[agent_id] = state
+        if record:
+            self.before += events
+        else:
+            self.erase += events[len(inputs) :]
+
+    def placed(self, events: list[Event], partitions: int = 1) -> list[Placed]:
+        return [
+            Placed(e, topic_for(type(e)).name, self.agents.index(e.envelope.agent_id) % partitions)
+            for e in events
+        ]
+
+
+def agent_text(database_url: str, schema: str, agent_id: str) -> str:
+    """Everything every table of ``schema`` holds about ``agent_id``, as text."""
+    with connect(database_url, schema) as conn:
+        tables = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND column_name = 'agent_id' ORDER BY 1",
+                (schema,),
+            ).fetchall()
+        ]
+        dumped = []
+        for table in tables:
+            # each column as text on its own: a text column as it is, a JSON one as JSON text
+            query = sql.SQL(
+                "SELECT c.value FROM {} t, jsonb_each_text(to_jsonb(t)) c "
+                "WHERE t.agent_id = %s AND c.value IS NOT NULL"
+            ).format(sql.Identifier(table))
+            dumped += [str(r[0]) for r in conn.execute(query, (agent_id,)).fetchall()]
+    assert {"agent_events", "agents", "runs", "agent_memory"} <= set(tables), tables
+    return "\n".join(dumped)
+
+
+def assert_no_trace(text: str) -> None:
+    for spelling in secret_spellings():
+        assert spelling not in text, f"{spelling!r} is still there"

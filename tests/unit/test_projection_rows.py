@@ -16,6 +16,7 @@ from eventgen import records
 from histories import Placed, drive, histories, interleave, make_input
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from projection_support import ControlWorld
 from world import respond, result_envelope
 
 from agentstream.projections.audit import SourcedEvent, event_from_payload
@@ -31,9 +32,13 @@ from agentstream.projections.sanitize import REPLACEMENT, jsonb_text, sanitize
 from agentstream.schemas.events import (
     EVENT_TYPES,
     AgentInput,
+    AgentPaused,
+    AgentResumed,
     ApprovalDenied,
     ApprovalRequested,
     Event,
+    MemoryErased,
+    MemoryRecorded,
     RunCompleted,
     RunFailed,
     TokenUsage,
@@ -51,6 +56,8 @@ def table_rows(deltas: BatchDeltas) -> dict[str, dict[str, tuple[Any, ...]]]:
         "runs": {k: v.row() for k, v in deltas.runs.items()},
         "tool_calls": {k: v.row() for k, v in deltas.tool_calls.items()},
         "approvals": {k: v.row() for k, v in deltas.approvals.items()},
+        "waits": {k: v.row() for k, v in deltas.waits.items()},
+        "timers": {k: v.row() for k, v in deltas.timers.items()},
     }
 
 
@@ -62,6 +69,8 @@ def merged(first: BatchDeltas, later: BatchDeltas) -> BatchDeltas:
         (first.runs, later.runs, out.runs),
         (first.tool_calls, later.tool_calls, out.tool_calls),
         (first.approvals, later.approvals, out.approvals),
+        (first.waits, later.waits, out.waits),
+        (first.timers, later.timers, out.timers),
     ]
     for a, b, target in pairs:
         for key in a.keys() | b.keys():
@@ -105,7 +114,13 @@ def mixed_histories() -> list[Placed]:
         return respond(request)
 
     events, _ = drive([make_input("odd-agent", 0, "refund please")], world=deny_and_break)
-    return placed + [Placed(e, "x", 0) for e in events]
+    # cancelled, paused, waiting and called-back agents, facts and an erasure
+    steered = ControlWorld.make("rows")
+    return (
+        placed
+        + [Placed(e, "x", 0) for e in events]
+        + steered.placed(steered.before + steered.erase, partitions=2)
+    )
 
 
 # -- deltas ------------------------------------------------------------------------------------
@@ -325,3 +340,51 @@ def test_agent_delta_takes_the_event_time_range() -> None:
     assert delta.first_event_at == T0 + timedelta(seconds=5)
     assert delta.updated_at == T0 + timedelta(seconds=10)
     assert astuple(delta)[0] == "agent-a"
+
+
+def test_cancelled_runs_count_and_keep_who_cancelled_and_the_spec() -> None:
+    steered = ControlWorld.make("cancel")
+    deltas = BatchDeltas.collect(
+        [e for e in steered.before if e.envelope.agent_id == steered.cancelled]
+    )
+    [run] = deltas.runs.values()
+    assert (run.status, run.cancelled_by, run.cancel_reason) == ("cancelled", "ops", "wrong order")
+    assert run.spec_version == 1 and run.spec_hash is not None
+    agent = deltas.agents[steered.cancelled]
+    assert (agent.runs_cancelled, agent.runs_failed, agent.paused) == (1, 0, None)
+
+
+def test_the_last_pause_or_resume_wins_across_batches() -> None:
+    def pause(n: int, kind: type[AgentPaused] | type[AgentResumed]) -> Event:
+        return kind(envelope=envelope("a", occurred_at=T0 + timedelta(seconds=n)), requested_by="o")
+
+    events = [pause(0, AgentPaused), pause(1, AgentResumed), pause(2, AgentPaused)]
+    for cut in range(len(events) + 1):
+        folded = split_fold(events, [cut])
+        assert folded.agents["a"].paused is True
+    assert BatchDeltas.collect(events[:2]).agents["a"].paused is False
+    assert BatchDeltas.collect([]).agents == {}
+
+
+def test_an_erasure_reaches_stored_facts_unless_the_batch_replaced_or_erased_them() -> None:
+    def fact(n: int, key: str) -> Event:
+        at = T0 + timedelta(seconds=n)
+        return MemoryRecorded(
+            envelope=envelope("a", occurred_at=at), key=key, value=f"v{n}", recorded_by="o"
+        )
+
+    def erase(n: int, key: str | None) -> Event:
+        at = T0 + timedelta(seconds=n)
+        return MemoryErased(envelope=envelope("a", occurred_at=at), key=key, requested_by="o")
+
+    memory = BatchDeltas.collect(
+        [erase(0, "s"), fact(1, "a"), erase(2, "a"), fact(3, "b"), erase(4, None), fact(5, "a")]
+    ).memory["a"]
+    assert [(e.stored_keys, e.keeps, e.values) for e in memory.erasures] == [
+        (("s",), (), ()),  # a stored fact
+        ((), (), ("v1",)),  # the batch's own fact, nothing stored
+        (None, ("a", "b", "s"), ("v3",)),  # every stored fact the batch did not touch
+    ]
+    assert {k: f.value for k, f in memory.facts.items()} == {"a": "v5"}
+    again = BatchDeltas.collect([erase(0, None), erase(1, None), erase(2, "x")]).memory["a"]
+    assert [e.stored_keys for e in again.erasures] == [None, (), ()]

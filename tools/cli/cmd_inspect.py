@@ -16,9 +16,11 @@ from rich.table import Table
 from agentstream.processors.core.spec import AgentSpec
 from agentstream.processors.loading import DEFAULT_SPEC, load_spec
 from agentstream.processors.replay.history import AgentHistory, read_history
+from agentstream.projections.audit import event_from_payload
+from agentstream.projections.erasure import erased_values, scrub_value
 from agentstream.projections.inspect import AgentView, RunView, TimelineItem, view_from_database
 from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
-from agentstream.schemas.events import RunCompleted, RunFailed
+from agentstream.schemas.events import Event, RunCancelled, RunCompleted, RunFailed
 from agentstream.streams.runtime.settings import Settings, load_settings
 from agentstream.tools.replay.progress import tracking
 
@@ -109,31 +111,17 @@ def _view_of(
 ) -> AgentView:
     state = history.state(spec)
     assert state is not None  # the history has inputs or outputs, so its agent was seen
+    # The topics keep erased facts until retention: the view shows what the state machine kept.
+    secrets = erased_values(r.event for r in history.inputs)
     items = [
-        TimelineItem(
-            r.event.envelope.occurred_at,
-            type(r.event).__name__,
-            r.event.envelope.run_id,
-            r.event.envelope.event_id,
-            r.event,
-            r.event.model_dump(mode="json"),
-        )
+        _scrubbed_item(r.event, secrets)
         for r in history.timeline()
         if run is None or r.event.envelope.run_id == run
     ]
     runs = [
-        RunView(
-            o.envelope.run_id or "",
-            "completed" if isinstance(o, RunCompleted) else "failed",
-            o.steps,
-            o.tool_calls,
-            o.usage.total,
-            o.started_at,
-            o.envelope.occurred_at,
-            o.output if isinstance(o, RunCompleted) else f"{o.error_class}: {o.reason}",
-        )
+        _run_view(o, secrets)
         for o in {i.event.envelope.event_id: i.event for i in history.outputs}.values()
-        if isinstance(o, RunCompleted | RunFailed)
+        if isinstance(o, RunCompleted | RunFailed | RunCancelled)
     ]
     active = state.run
     if active is not None:
@@ -147,6 +135,7 @@ def _view_of(
                 active.started_at,
                 None,
                 None,
+                active.spec_version,
             )
         )
     prefix = settings.topic_prefix
@@ -171,6 +160,46 @@ def _view_of(
         runs=[r for r in runs if run is None or r.run_id == run],
         timeline=items[-limit:],
         events=len(items),
+        runs_cancelled=state.runs_cancelled,
+        facts=[f"{f.key} = {f.value}" for f in state.facts],
+    )
+
+
+def _scrubbed_item(event: Event, secrets: list[str]) -> TimelineItem:
+    env = event.envelope
+    payload = event.model_dump(mode="json")
+    shown: Event | None = event
+    if secrets:
+        payload = {k: v if k == "envelope" else scrub_value(v, secrets) for k, v in payload.items()}
+        try:
+            shown = event_from_payload(type(event).__name__, payload)
+        except ValueError:  # pydantic's ValidationError: a scrubbed field no longer validates
+            shown = None
+    return TimelineItem(
+        env.occurred_at, type(event).__name__, env.run_id, env.event_id, shown, payload
+    )
+
+
+def _run_view(outcome: RunCompleted | RunFailed | RunCancelled, secrets: list[str]) -> RunView:
+    if isinstance(outcome, RunCompleted):
+        status, result = "completed", outcome.output
+    elif isinstance(outcome, RunFailed):
+        status, result = "failed", f"{outcome.error_class}: {outcome.reason}"
+    else:
+        status = "cancelled"
+        result = f"cancelled by {outcome.cancelled_by}" + (
+            f": {outcome.reason}" if outcome.reason else ""
+        )
+    return RunView(
+        outcome.envelope.run_id or "",
+        status,
+        outcome.steps,
+        outcome.tool_calls,
+        outcome.usage.total,
+        outcome.started_at,
+        outcome.envelope.occurred_at,
+        scrub_value(result, secrets),
+        outcome.spec_version,
     )
 
 
@@ -198,7 +227,11 @@ def _render(view: AgentView) -> None:
         state.add_row("waiting for", escape("; ".join(view.pending)))
     if view.queued_inputs:
         state.add_row("queued inputs", str(view.queued_inputs))
-    state.add_row("runs", f"{view.runs_completed} completed, {view.runs_failed} failed")
+    state.add_row(
+        "runs",
+        f"{view.runs_completed} completed, {view.runs_failed} failed, "
+        f"{view.runs_cancelled} cancelled",
+    )
     state.add_row(
         "tokens",
         f"{view.prompt_tokens + view.completion_tokens} "
@@ -206,14 +239,21 @@ def _render(view: AgentView) -> None:
     )
     state.add_row("updated", view.updated_at.isoformat() if view.updated_at else "-")
     out.print(state)
+    if view.facts:
+        facts = Table(title="facts it keeps", show_header=False)
+        facts.add_column(overflow="fold")
+        for fact in view.facts:
+            facts.add_row(escape(fact))
+        out.print(facts)
     if view.runs:
         runs = Table(title="runs")
-        for column in ("run", "status", "steps", "tools", "tokens", "started", "result"):
+        for column in ("run", "status", "spec", "steps", "tools", "tokens", "started", "result"):
             runs.add_column(column, overflow="fold")
         for r in view.runs:
             runs.add_row(
                 r.run_id[:8],
                 r.status,
+                f"v{r.spec_version}" if r.spec_version is not None else "-",
                 str(r.steps),
                 str(r.tool_calls),
                 str(r.tokens),

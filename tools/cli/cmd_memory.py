@@ -50,8 +50,10 @@ def memory_erase(
     by: ByOption = None,
     tenant: TenantOption = "default",
 ) -> None:
-    """Erase one fact, or with --all everything the agent remembers; the text is scrubbed
-    from its state."""
+    """Erase one fact, or with --all everything the agent remembers.
+
+    The text is scrubbed from the agent's state and the read models; the audit trail keeps
+    that it was erased, by whom, not what it said."""
     if erase_all == (key is not None):
         raise typer.BadParameter(
             "name one KEY, or pass --all to erase everything (not both)", param_hint="KEY"
