@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from agentstream.projections.queries import PendingApproval, RunRow, RunStatus, TimelineEntry
 
-RUN_STATUSES: tuple[RunStatus, ...] = ("running", "completed", "failed")
+RUN_STATUSES: tuple[RunStatus, ...] = ("running", "completed", "failed", "cancelled")
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2433}
