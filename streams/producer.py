@@ -170,11 +170,19 @@ class AgentStreamProducer:
         *,
         topic: str | None = None,
         headers: Headers | None = None,
+        timestamp: datetime | None = None,
     ) -> Future[Delivery]:
+        """``timestamp``: the record's Kafka timestamp (default: when librdkafka produces it)."""
         physical = topic or self.settings.topic(topic_for(type(record)).name)
         value = self.encode(record, physical)
         key = record_key(record)
-        return self.produce_raw(physical, key.encode() if key is not None else None, value, headers)
+        return self.produce_raw(
+            physical,
+            key.encode() if key is not None else None,
+            value,
+            headers,
+            timestamp=timestamp,
+        )
 
     def send(
         self,
@@ -183,8 +191,9 @@ class AgentStreamProducer:
         topic: str | None = None,
         headers: Headers | None = None,
         timeout: float = 30.0,
+        timestamp: datetime | None = None,
     ) -> Delivery:
-        future = self.send_async(record, topic=topic, headers=headers)
+        future = self.send_async(record, topic=topic, headers=headers, timestamp=timestamp)
         return wait_delivery(future, timeout)
 
     def produce_raw(
@@ -196,6 +205,7 @@ class AgentStreamProducer:
         *,
         partition: int | None = None,
         timeout: float = 30.0,
+        timestamp: datetime | None = None,
     ) -> Future[Delivery]:
         """Send bytes as they are (used for dead letters and redrives); to ``partition`` if
         given, else where the key hashes."""
@@ -210,7 +220,9 @@ class AgentStreamProducer:
                 )
 
         wire_headers: list[tuple[str, str | bytes | None]] = list(headers or [])
-        placed: dict[str, Any] = {} if partition is None else {"partition": partition}
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        if timestamp is not None:
+            extra["timestamp"] = int(timestamp.timestamp() * 1000)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -220,7 +232,7 @@ class AgentStreamProducer:
                     key=key,
                     headers=wire_headers,
                     on_delivery=on_delivery,
-                    **placed,
+                    **extra,
                 )
                 return future
             except BufferError:

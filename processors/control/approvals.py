@@ -23,6 +23,7 @@ from agentstream.schemas.events import (
     ApprovalRequested,
     Envelope,
     Event,
+    RunCancelled,
     RunCompleted,
     RunFailed,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "decide",
     "expire",
     "resolve_hash",
+    "takes_effect",
 ]
 
 Decision = ApprovalGranted | ApprovalDenied
@@ -171,7 +173,9 @@ class ApprovalsClient:
                 # The processor drops a record keyed by another agent; so does the inbox.
                 if scanned.key == record.envelope.agent_id.encode():
                     decisions.setdefault(record.call_id, []).append(record)
-            elif isinstance(record, RunCompleted | RunFailed) and record.envelope.run_id:
+            elif isinstance(record, RunCompleted | RunFailed | RunCancelled) and (
+                record.envelope.run_id
+            ):
                 ended.add(record.envelope.run_id)
         ordered = sorted(requests.values(), key=lambda r: r.envelope.occurred_at)
         return [
@@ -228,22 +232,23 @@ class ApprovalsClient:
             return producer.send(event)
 
 
+def takes_effect(request: ApprovalRequested, decision: Event) -> bool:
+    """Whether the processor applies ``decision`` to ``request`` when the call is still
+    pending: the call's arguments, agent and tenant, and a grant or denial by the deadline, an
+    expiry at it or later (the processor's DLQ holds the others)."""
+    if not isinstance(decision, ApprovalGranted | ApprovalDenied | ApprovalExpired):
+        return False
+    if decision.call_id != request.call_id or decision.arguments_hash != request.arguments_hash:
+        return False
+    ours, theirs = request.envelope, decision.envelope
+    if (ours.agent_id, ours.tenant_id) != (theirs.agent_id, theirs.tenant_id):
+        return False
+    at = theirs.occurred_at
+    if isinstance(decision, ApprovalExpired):
+        return at >= request.expires_at
+    return at <= request.expires_at
+
+
 def _effective(request: ApprovalRequested, decisions: list[Event]) -> Event | None:
-    """The decision the processor applied: the first one that its checks let through (the
-    processor's DLQ holds the others)."""
-    for decision in decisions:
-        if not isinstance(decision, ApprovalGranted | ApprovalDenied | ApprovalExpired):
-            continue
-        if decision.arguments_hash != request.arguments_hash:
-            continue
-        ours, theirs = request.envelope, decision.envelope
-        if (ours.agent_id, ours.tenant_id) != (theirs.agent_id, theirs.tenant_id):
-            continue
-        at = decision.envelope.occurred_at
-        if isinstance(decision, ApprovalExpired):
-            if at < request.expires_at:
-                continue
-        elif at > request.expires_at:
-            continue
-        return decision
-    return None
+    """The decision the processor applied: the first one that takes effect."""
+    return next((d for d in decisions if takes_effect(request, d)), None)

@@ -1,6 +1,8 @@
 """Runs one tool call to its end: idempotency key, timeout, retries with backoff and jitter,
 and the tool's circuit breaker. Never raises for a tool's failure: the outcome is a
-ToolCallCompleted or a ToolCallFailed event, and the agent's own logic decides what follows."""
+ToolCallCompleted or a ToolCallFailed event, or a ToolCallWaiting one when the tool returned
+:class:`~agentstream.processors.workers.toolcontext.AwaitCallback`, and the agent's own logic
+decides what follows."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agentstream.processors.core.ids import arguments_hash, canonical_json
@@ -28,9 +31,20 @@ from agentstream.processors.workers.retry import (
     error_message,
     is_retryable,
 )
-from agentstream.processors.workers.toolcontext import CallContext, enter_call, exit_call
+from agentstream.processors.workers.toolcontext import (
+    AwaitCallback,
+    CallContext,
+    callback_id_of,
+    enter_call,
+    exit_call,
+)
 from agentstream.schemas.errors import ConfigurationError
-from agentstream.schemas.events import ToolCallCompleted, ToolCallFailed, ToolCallRequested
+from agentstream.schemas.events import (
+    ToolCallCompleted,
+    ToolCallFailed,
+    ToolCallRequested,
+    ToolCallWaiting,
+)
 from agentstream.schemas.limits import MAX_RESULT_BYTES, utf8_size
 from agentstream.streams.runtime.logs import get_logger
 
@@ -44,7 +58,7 @@ __all__ = [
 
 log = get_logger(__name__)
 
-ToolResult = ToolCallCompleted | ToolCallFailed
+ToolResult = ToolCallCompleted | ToolCallFailed | ToolCallWaiting
 SOURCE = "tool-worker"
 RESULT_PURPOSE = "tool-result"
 #: Results above this stay out of events (the producer refuses values over 1 MB anyway).
@@ -75,12 +89,14 @@ class ToolExecutor:
         threads: int = 16,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         remember: int = 10_000,
     ) -> None:
         self.tools = tools
         self.breakers = breakers
         self._rng = rng or random.Random()
         self._clock = clock
+        self._wall_clock = wall_clock
         # Sync tools run here; a timed-out one keeps its thread until it returns, so the pool
         # is larger than the worker's concurrency.
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tool")
@@ -156,6 +172,8 @@ class ToolExecutor:
         )
         if ended.error is not None:
             return self._failed(request, ended.attempts, ended.error, started)
+        if isinstance(ended.value, AwaitCallback):
+            return self._waiting(request, ended.value, ended.attempts, started)
         return self._completed(request, ended.value, ended.attempts, started)
 
     def _prepare(self, request: ToolCallRequested) -> tuple[ToolSpec, dict[str, Any]]:
@@ -233,6 +251,31 @@ class ToolExecutor:
             attempts=attempts,
             latency_ms=self._elapsed_ms(started),
         )
+
+    def _waiting(
+        self, request: ToolCallRequested, wait: AwaitCallback, attempts: int, started: float
+    ) -> ToolResult:
+        now = self._wall_clock()
+        waiting = ToolCallWaiting(
+            envelope=result_envelope(
+                request, call_id=request.call_id, purpose=RESULT_PURPOSE, source=SOURCE, now=now
+            ),
+            call_id=request.call_id,
+            tool=request.tool,
+            callback_id=callback_id_of(request.call_id),
+            expires_at=now + timedelta(seconds=wait.timeout_s),
+            attempts=attempts,
+            latency_ms=self._elapsed_ms(started),
+        )
+        log.info(
+            "tool_call_waiting",
+            tool=request.tool,
+            call_id=request.call_id,
+            callback_id=waiting.callback_id,
+            expires_at=waiting.expires_at.isoformat(),
+            detail=wait.detail,
+        )
+        return waiting
 
     def _failed(
         self, request: ToolCallRequested, attempts: int, exc: BaseException, started: float

@@ -19,6 +19,7 @@ from console_support import ServedApp
 from harness import FakeWorkers, ServiceProcess, TopicCollector, latest_snapshots, read_to_end
 from pydantic import SecretStr
 from steering_world import SLEEP_S, callback_of, respond
+from worker_world import accept_timestamps_ahead
 
 from agentstream.processors.control.approvals import decide
 from agentstream.processors.core.machine import run_id_of
@@ -199,6 +200,7 @@ def test_a_two_hour_sleep_survives_kills_of_the_processor_and_the_timer(
 ) -> None:
     question = new_input("s1", "sleep on it")
     timer_args = ["worker", "timers", "run"]
+    accept_timestamps_ahead(isolated, timedelta(hours=3))
     with (
         processor(isolated, tmp_path) as proc,
         ServiceProcess(timer_args, isolated, tmp_path, "timer") as timer,

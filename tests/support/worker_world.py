@@ -1,5 +1,5 @@
 """An agent for the worker tests: tools that fail in known ways, a gated one, a slow one, and a
-scripted model that picks them from the user's text.
+scripted model that picks them from the user's text; and one whose tool waits for a callback.
 
 The tools run inside the tool worker process; they write what they did to files under
 ``$AGENTSTREAM_TEST_LEDGER`` so the test can see each run and its idempotency key.
@@ -11,14 +11,25 @@ import json
 import os
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
 from agentstream.processors.core.spec import AgentSpec, Budgets, ModelSpec, RetryPolicy, tool
-from agentstream.processors.workers.toolcontext import current_call, idempotency_key
+from agentstream.processors.workers.toolcontext import (
+    AwaitCallback,
+    callback_id,
+    current_call,
+    idempotency_key,
+)
+from agentstream.streams.runtime.settings import Settings
+from agentstream.streams.topics import APPROVAL_DECISIONS, CONTROL, admin_client
 
 LEDGER_ENV = "AGENTSTREAM_TEST_LEDGER"
 APPROVAL_TIMEOUT_S = 12.0
 SLOW_SECONDS = 6.0
+CALLBACK_TIMEOUT_S = 5.0
 QUICK_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.05, max_backoff_s=0.2)
 
 _attempts: Counter[str] = Counter()
@@ -121,3 +132,58 @@ def worker_spec() -> AgentSpec:
             max_steps=5, max_tool_calls=5, run_deadline_s=300, approval_timeout_s=APPROVAL_TIMEOUT_S
         ),
     )
+
+
+@tool(on_failure="report_to_model")
+def external_review(document: str) -> AwaitCallback:
+    """Hands the document to reviewers elsewhere; they answer through the call's callback."""
+    _record("external_review", {"key": idempotency_key(), "callback_id": callback_id()})
+    return AwaitCallback(timeout_s=CALLBACK_TIMEOUT_S, detail=f"review of {document} requested")
+
+
+CALLBACK_SCRIPT = {
+    "rules": [
+        {
+            "when": r"\breview (?P<document>\w+)",
+            "tool": "external_review",
+            "arguments": {"document": "{document}"},
+        },
+    ],
+    "answer": "done: {summary}",
+}
+
+
+def callback_spec() -> AgentSpec:
+    return AgentSpec(
+        name="callback-test",
+        system_prompt="Send documents for review.",
+        model=ModelSpec(
+            provider="scripted", name="callback-test", parameters={"script": CALLBACK_SCRIPT}
+        ),
+        tools=(external_review,),
+        budgets=Budgets(max_steps=5, max_tool_calls=5, run_deadline_s=300),
+    )
+
+
+def accept_timestamps_ahead(settings: Settings, ahead: timedelta) -> None:
+    """What a drill with a shifted timer clock (``worker timers run --clock-offset``) asks of
+    the broker: Apache Kafka 4 refuses records stamped more than an hour ahead
+    (``message.timestamp.after.max.ms``) unless their topic allows more."""
+    allowed = str(int(ahead.total_seconds() * 1000))
+    resources = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            settings.topic(spec.name),
+            incremental_configs=[
+                ConfigEntry(
+                    "message.timestamp.after.max.ms",
+                    allowed,
+                    incremental_operation=AlterConfigOpType.SET,
+                )
+            ],
+        )
+        for spec in (CONTROL, APPROVAL_DECISIONS)
+    ]
+    admin = admin_client(settings)  # kept until the futures are done: they die with it
+    for future in admin.incremental_alter_configs(resources).values():
+        future.result(15)

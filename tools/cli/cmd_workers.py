@@ -1,4 +1,4 @@
-"""``agentstream worker``: the workers that run side effects (tools, models, approval expiry)."""
+"""``agentstream worker``: the workers that run side effects (tools, models, timers)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agentstream.processors.loading import DEFAULT_SPEC, load_spec
+from agentstream.processors.loading import DEFAULT_SPEC, load_specs
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.streams.runtime.health import observability
 from agentstream.streams.runtime.settings import load_settings
@@ -25,13 +25,15 @@ if TYPE_CHECKING:
     from agentstream.processors.workers.breaker import BreakerPolicy
 
 app = typer.Typer(
-    help="Workers that run side effects: tools, models, approval expiry.", no_args_is_help=True
+    help="Workers that run side effects: tools, models, timers.", no_args_is_help=True
 )
 tools_app = typer.Typer(help="The tool worker.", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
 models_app = typer.Typer(help="The model worker.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-timers_app = typer.Typer(help="The approval expiry timer.", no_args_is_help=True)
+timers_app = typer.Typer(
+    help="The timer worker: approval expiries, sleeps, callback timeouts.", no_args_is_help=True
+)
 app.add_typer(timers_app, name="timers")
 
 
@@ -64,7 +66,8 @@ def worker_tools_run(
     from agentstream.processors.workers.tool_worker import ToolWorker
 
     settings = load_settings()
-    agents = [load_spec(path) for path in spec or [DEFAULT_SPEC]]
+    # every version's tools: a run pinned to an older version still calls its own
+    agents = [v for path in spec or [DEFAULT_SPEC] for v in load_specs([path]).versions]
     ensure_topics(settings)
     worker = ToolWorker(
         settings,
@@ -121,8 +124,8 @@ def worker_models_run(
     providers = [ProviderConfig.parse(p, rate_limit) for p in provider or []]
     known = {p.name for p in providers} | {"scripted"}
     for path in spec or []:
-        model = load_spec(path).model
-        for name in filter(None, (model.provider, model.fallback_provider)):
+        models = [v.model for v in load_specs([path]).versions]
+        for name in {n for m in models for n in (m.provider, m.fallback_provider) if n}:
             if name not in known:
                 raise ConfigurationError(
                     f"{path} uses provider {name!r}, which is not configured",
@@ -155,15 +158,26 @@ def worker_timers_run(
         "agentstream-approval-timer"
     ),
     metrics_port: MetricsPortOption = None,
+    clock_offset: Annotated[
+        float,
+        typer.Option(
+            help="Drills and tests only: run this many seconds ahead of the real clock, so a "
+            "two-hour sleep ends now (7200). Never in production: runs would time out early.",
+        ),
+    ] = 0.0,
 ) -> None:
-    """Expire approval requests that have no decision by their deadline."""
-    from agentstream.processors.workers.expiry import ApprovalTimer
+    """Expire approval requests that have no decision by their deadline, and fire durable
+    timers (sleeps, callback timeouts) at their time."""
+    from agentstream.processors.workers.timer_worker import TimerWorker
 
     settings = load_settings()
     ensure_topics(settings)
-    timer = ApprovalTimer(settings, group_id=group)
+    timer = TimerWorker(settings, group_id=group, clock_offset_s=clock_offset)
     timer.install_signal_handlers()
-    err.print(f"approval timer running in group {group!r}; Ctrl-C stops it")
-    with observability("approval-timer", timer.readiness, settings, metrics_port):
+    shifted = f", {clock_offset:+g}s ahead of the clock (a drill)" if clock_offset else ""
+    err.print(f"timer worker running in group {group!r}{shifted}; Ctrl-C stops it")
+    with observability("timer", timer.readiness, settings, metrics_port):
         stats = timer.run()
-    err.print(f"approval timer stopped: {stats.expired} approvals expired")
+    err.print(
+        f"timer worker stopped: {stats.expired} approvals expired, {stats.fired} timers fired"
+    )

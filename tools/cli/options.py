@@ -59,7 +59,9 @@ SchemaOption = Annotated[
 SpecsOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--spec", help="An agent, as package.module:attribute (an AgentSpec); repeatable."
+        "--spec",
+        help="An agent, as package.module:attribute (an AgentSpec, or a list of its "
+        "versions); repeatable.",
     ),
 ]
 ConcurrencyOption = Annotated[
