@@ -291,12 +291,18 @@ def test_an_operator_cancels_a_waiting_run_and_pauses_and_resumes_its_agent(
         page.locator(f"{row} button.cancel").click()
         page.locator(f"{row} .status").filter(has_text=f"cancel requested by {USER}").wait_for()
 
-        page.goto(f"{stack.url}/agents/{agent}/timeline")
+        timeline = f"{stack.url}/agents/{agent}/timeline"
+        page.goto(timeline)
         page.locator("#controls button.pause").click()
         status = page.locator("#controls > .status")
         status.filter(has_text=f"pause requested by {USER}").wait_for()
+        # what the read models say once the processor and the projector did their part
+        paused = "#agent-status:has(b:text-is('paused')):has-text('1 cancelled')"
+        reload_until(page, timeline, paused, "the agent shown paused, its run cancelled")
         page.locator("#controls button.resume").click()
         status.filter(has_text=f"resume requested by {USER}").wait_for()
+        resumed = "#agent-status:has(b:text-is('idle'))"
+        reload_until(page, timeline, resumed, "the agent shown idle again")
     finally:
         context.close()
 

@@ -226,12 +226,13 @@ class Console:
     async def timeline(self, request: Request, user: str) -> Response:
         agent_id = request.path_params["agent_id"]
         run_id = request.query_params.get("run_id") or None
-        entries, agent, running = await run_in_threadpool(
+        entries, agent, running, facts = await run_in_threadpool(
             self._read,
             lambda conn: (
                 queries.agent_timeline(conn, agent_id),
                 queries.get_agent(conn, agent_id),
                 queries.runs_by_status(conn, "running", agent_id=agent_id),
+                queries.agent_facts(conn, agent_id),
             ),
         )
         if run_id is not None:
@@ -240,7 +241,9 @@ class Console:
         title = f"Timeline of {agent_id}" + (f" · run {run_id}" if run_id else "")
         tenant_id = agent.tenant_id if agent is not None else "default"
         controls = pages.agent_controls(agent_id, tenant_id, running)
-        return HTMLResponse(pages.page(title, controls + pages.timeline_body(entries), user))
+        summary = pages.agent_summary(agent, facts)
+        body = summary + controls + pages.timeline_body(entries)
+        return HTMLResponse(pages.page(title, body, user))
 
     # -- API -------------------------------------------------------------------------------
 

@@ -13,7 +13,14 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from agentstream.projections.queries import PendingApproval, RunRow, RunStatus, TimelineEntry
+from agentstream.projections.queries import (
+    AgentRow,
+    FactRow,
+    PendingApproval,
+    RunRow,
+    RunStatus,
+    TimelineEntry,
+)
 
 RUN_STATUSES: tuple[RunStatus, ...] = ("running", "completed", "failed", "cancelled")
 
@@ -130,6 +137,26 @@ def runs_body(runs: list[RunRow], status: str | None) -> str:
     return (
         f"<p>status: <a href='/runs'>{'<b>all</b>' if status is None else 'all'}</a> {links}</p>"
         f"<table id='runs'>{head}{''.join(rows)}</table>"
+    )
+
+
+def agent_summary(agent: AgentRow | None, facts: list[FactRow]) -> str:
+    """The agent's status and what it remembers (erased facts are gone from the read models)."""
+    if agent is None:
+        return ""
+    counts = (
+        f"{agent.runs_completed} completed, {agent.runs_failed} failed, "
+        f"{agent.runs_cancelled} cancelled"
+    )
+    remembered = "".join(
+        f"<li><b>{escape(f.key)}</b> = {escape(f.value)} "
+        f"<small>by {escape(f.recorded_by)}</small></li>"
+        for f in facts
+    )
+    return (
+        f"<p id='agent-status'>status: <b>{escape(agent.status)}</b> · runs: {counts}</p>"
+        f"<details id='facts'><summary>remembers {len(facts)} fact(s)</summary>"
+        f"<ul>{remembered}</ul></details>"
     )
 
 

@@ -15,22 +15,18 @@ from typing import Self
 
 from confluent_kafka import Consumer
 
+from agentstream.processors.control import steering
 from agentstream.processors.control.approvals import decide
 from agentstream.processors.core.machine import run_id_of
 from agentstream.schemas.events import (
     AgentInput,
-    AgentPaused,
-    AgentResumed,
     ApprovalRequested,
     AvroRecord,
     Envelope,
     Event,
-    MemoryErased,
-    MemoryRecorded,
-    RunCancelRequested,
 )
 from agentstream.streams.consumer import group_config
-from agentstream.streams.producer import AgentStreamProducer, new_envelope
+from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.serde import DecodeError, EventSerde, registry_client
 from agentstream.streams.topics import (
@@ -90,6 +86,7 @@ def stamped_now(event: AgentInput, at: datetime | None = None) -> AgentInput:
 
 
 OPERATOR = "chaos-operator"
+_CHAOS = {"tenant_id": "chaos", "source": "chaos"}
 
 
 @dataclass
@@ -118,41 +115,32 @@ class Steering:
         for i, agent in enumerate(self.agents):
             if i % 4 == 0:
                 events.append(
-                    MemoryRecorded(
-                        envelope=self._envelope(agent),
-                        key="tier",
-                        value=f"gold since {i}",
-                        recorded_by=OPERATOR,
+                    steering.record_memory(
+                        agent, "tier", f"gold since {i}", recorded_by=OPERATOR, **_CHAOS
                     )
                 )
             if i % 6 == 1:
-                events.append(AgentPaused(envelope=self._envelope(agent), requested_by=OPERATOR))
+                events.append(steering.pause_agent(agent, requested_by=OPERATOR, **_CHAOS))
         return events
 
     def last(self) -> list[Event]:
         events: list[Event] = []
         for i, agent in enumerate(self.agents):
             if i % 8 == 0:
-                events.append(
-                    MemoryErased(envelope=self._envelope(agent), key="tier", requested_by=OPERATOR)
-                )
+                events.append(steering.erase_memory(agent, "tier", requested_by=OPERATOR, **_CHAOS))
             if i % 12 == 1:
                 run_id = run_id_of(self.last_input[agent])
-                cancel = RunCancelRequested(
-                    envelope=self._envelope(agent, run_id), requested_by=OPERATOR, reason="chaos"
+                cancel = steering.cancel_run(
+                    agent, run_id, reason="chaos", requested_by=OPERATOR, **_CHAOS
                 )
                 self.cancels.add(cancel.event_id)
                 events.append(cancel)
         events += [
-            AgentResumed(envelope=self._envelope(agent), requested_by=OPERATOR)
+            steering.resume_agent(agent, requested_by=OPERATOR, **_CHAOS)
             for i, agent in enumerate(self.agents)
             if i % 6 == 1
         ]
         return events
-
-    @staticmethod
-    def _envelope(agent: str, run_id: str | None = None) -> Envelope:
-        return new_envelope(agent, tenant_id="chaos", run_id=run_id, source="chaos")
 
 
 def denies(call_id: str) -> bool:
