@@ -46,7 +46,9 @@ def test_runs_survive_twenty_random_sigkills_of_the_services(
     assert report.kills["broker"] == (3 if on_kafka else 0)
     v = report.verdict
     assert (v.lost, v.duplicated, v.projection_equal) == (0, 0, True)
-    assert v.runs == 80 and v.completed + v.failed == 80
+    assert v.runs == 80 and v.completed + v.failed + v.cancelled == 80
+    # the last run of every twelfth agent was cancelled, unless its cancel came first
+    assert v.cancelled <= 4
     # six poison records, each dead-lettered once, by the service that consumes its topic
     assert v.dead_letters_expected == 6 and v.dead_letters >= 6
     if on_kafka:

@@ -42,7 +42,21 @@ def isolated(settings: Settings) -> Settings:
 def processor(settings: Settings, tmp_path: Path, *specs: str) -> ServiceProcess:
     spec_args = [arg for spec in specs for arg in ("--spec", f"versions_world:{spec}")]
     return ServiceProcess(
-        ["processor", "run", *spec_args, "--batch-size", "100"], settings, tmp_path, "processor"
+        [
+            "processor",
+            "run",
+            *spec_args,
+            "--batch-size",
+            "100",
+            # its own group, and static: a restart after a kill resumes without a rebalance
+            "--group",
+            f"{settings.topic_prefix}processor",
+            "--instance-id",
+            "versions-1",
+        ],
+        settings,
+        tmp_path,
+        "processor",
     )
 
 

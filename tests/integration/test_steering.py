@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,26 +55,52 @@ TOKEN = "steering-" + uuid.uuid4().hex
 WATCHED = [MODEL_CALLS, TOOL_CALLS, APPROVAL_REQUESTS, OUTCOMES, TIMERS, CONTROL]
 
 
-@pytest.fixture
-def isolated(settings: Settings) -> Settings:
+@dataclass
+class Stack:
+    """One processor for the module's tests (each kills it on its own), scripted workers, a
+    reader of what the agents do, and the HTTP ingress."""
+
+    settings: Settings
+    processor: ServiceProcess
+    seen: TopicCollector
+    url: str
+    logs: Path
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     isolated = settings.model_copy(
         update={"topic_prefix": f"st{uuid.uuid4().hex[:6]}.", "console_token": SecretStr(TOKEN)}
     )
     ensure_topics(isolated)
-    return isolated
+    logs = tmp_path_factory.mktemp("steering")
+    with (
+        FakeWorkers(isolated, respond),
+        TopicCollector(isolated, WATCHED) as seen,
+        processor(isolated, logs) as proc,
+        ServedApp(create_console_app(Console(isolated))) as app,
+    ):
+        proc.wait_for_log("partitions_restored")
+        yield Stack(isolated, proc, seen, app.url, logs)
 
 
-@pytest.fixture
-def seen(isolated: Settings) -> Iterator[TopicCollector]:
-    with FakeWorkers(isolated, respond), TopicCollector(isolated, WATCHED) as collector:
-        yield collector
-
-
-def processor(settings: Settings, tmp_path: Path) -> ServiceProcess:
+def processor(settings: Settings, logs: Path) -> ServiceProcess:
     return ServiceProcess(
-        ["processor", "run", "--spec", "steering_world:steerable", "--batch-size", "100"],
+        [
+            "processor",
+            "run",
+            "--spec",
+            "steering_world:steerable",
+            "--batch-size",
+            "100",
+            # its own group, and static: a restart after a kill resumes without a rebalance
+            "--group",
+            f"{settings.topic_prefix}processor",
+            "--instance-id",
+            "steering-1",
+        ],
         settings,
-        tmp_path,
+        logs,
         "processor",
     )
 
@@ -125,23 +152,22 @@ def state_of(settings: Settings, agent: str, until: Callable[[AgentState], bool]
 
 
 def test_a_run_cancelled_while_the_processor_is_down_ends_as_cancelled_and_ignores_late_results(
-    isolated: Settings, tmp_path: Path, seen: TopicCollector
+    stack: Stack,
 ) -> None:
+    settings, seen, proc = stack.settings, stack.seen, stack.processor
     question = new_input("c1", "refund please")
-    with processor(isolated, tmp_path) as proc:
-        proc.wait_for_log("partitions_restored")
-        send(isolated, question)
-        request = first(seen, ApprovalRequested, "c1")
-        assert isinstance(request, ApprovalRequested)
-        proc.kill()
-        run_id = run_id_of(question.event_id)
-        said = cli(isolated, tmp_path, "runs", "cancel", run_id, "--agent", "c1", "--by", "ops")
-        assert run_id in said
-        proc.start()
-        cancelled = first(seen, RunCancelled, "c1")
-        late = decide(request, approve=True, approver="too-late")
-        send(isolated, late)
-        state = state_of(isolated, "c1", lambda s: late.event_id in s.recent_event_ids)
+    send(settings, question)
+    request = first(seen, ApprovalRequested, "c1")
+    assert isinstance(request, ApprovalRequested)
+    proc.kill()
+    run_id = run_id_of(question.event_id)
+    said = cli(settings, stack.logs, "runs", "cancel", run_id, "--agent", "c1", "--by", "ops")
+    assert run_id in said
+    proc.start()
+    cancelled = first(seen, RunCancelled, "c1")
+    late = decide(request, approve=True, approver="too-late")
+    send(settings, late)
+    state = state_of(settings, "c1", lambda s: late.event_id in s.recent_event_ids)
     assert isinstance(cancelled, RunCancelled)
     assert (cancelled.cancelled_by, cancelled.envelope.run_id) == ("ops", run_id)
     assert state.run is None and state.runs_cancelled == 1 and state.runs_completed == 0
@@ -151,66 +177,52 @@ def test_a_run_cancelled_while_the_processor_is_down_ends_as_cancelled_and_ignor
 
 
 def test_a_paused_agent_queues_inputs_across_a_crash_and_runs_them_when_resumed(
-    isolated: Settings, tmp_path: Path, seen: TopicCollector
+    stack: Stack,
 ) -> None:
-    with processor(isolated, tmp_path) as proc:
-        proc.wait_for_log("partitions_restored")
-        cli(isolated, tmp_path, "agents", "pause", "p1", "--reason", "maintenance")
-        question = new_input("p1", "look it up")
-        send(isolated, question)
-        state_of(isolated, "p1", lambda s: s.paused and len(s.queue) == 1)
-        restarted(proc)
-        held = state_of(isolated, "p1", lambda s: s.paused)
-        asked_while_paused = all_of(seen, ModelCallRequested, "p1")
-        cli(isolated, tmp_path, "agents", "resume", "p1")
-        outcome = first(seen, RunCompleted, "p1")
+    settings, seen = stack.settings, stack.seen
+    cli(settings, stack.logs, "agents", "pause", "p1", "--reason", "maintenance")
+    question = new_input("p1", "look it up")
+    send(settings, question)
+    state_of(settings, "p1", lambda s: s.paused and len(s.queue) == 1)
+    restarted(stack.processor)
+    held = state_of(settings, "p1", lambda s: s.paused)
+    asked_while_paused = all_of(seen, ModelCallRequested, "p1")
+    cli(settings, stack.logs, "agents", "resume", "p1")
+    outcome = first(seen, RunCompleted, "p1")
     assert held.status == "paused" and [q.event_id for q in held.queue] == [question.event_id]
     assert asked_while_paused == []
-    assert (
-        isinstance(outcome, RunCompleted) and outcome.envelope.correlation_id == question.event_id
+    assert isinstance(outcome, RunCompleted)
+    assert outcome.envelope.correlation_id == question.event_id
+
+
+def test_an_external_wait_is_completed_over_http_after_a_crash(stack: Stack) -> None:
+    send(stack.settings, new_input("w1", "ship it"))
+    timer = first(stack.seen, TimerSet, "w1")
+    assert isinstance(timer, TimerSet) and timer.purpose is TimerPurpose.CALLBACK
+    restarted(stack.processor)
+    answer = httpx.post(
+        f"{stack.url}/api/callbacks/{callback_of(timer.call_id)}",
+        json={"agent_id": "w1", "result": {"picked_up": True}},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
     )
-
-
-def test_an_external_wait_is_completed_over_http_after_a_crash(
-    isolated: Settings, tmp_path: Path, seen: TopicCollector
-) -> None:
-    with (
-        processor(isolated, tmp_path) as proc,
-        ServedApp(create_console_app(Console(isolated))) as app,
-    ):
-        proc.wait_for_log("partitions_restored")
-        send(isolated, new_input("w1", "ship it"))
-        timer = first(seen, TimerSet, "w1")
-        assert isinstance(timer, TimerSet) and timer.purpose is TimerPurpose.CALLBACK
-        restarted(proc)
-        answer = httpx.post(
-            f"{app.url}/api/callbacks/{callback_of(timer.call_id)}",
-            json={"agent_id": "w1", "result": {"picked_up": True}},
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=30,
-        )
-        assert answer.status_code == 202, answer.text
-        outcome = first(seen, RunCompleted, "w1")
+    assert answer.status_code == 202, answer.text
+    outcome = first(stack.seen, RunCompleted, "w1")
     assert isinstance(outcome, RunCompleted)
     assert "picked_up" in outcome.output
 
 
-def test_a_two_hour_sleep_survives_kills_of_the_processor_and_the_timer(
-    isolated: Settings, tmp_path: Path, seen: TopicCollector
-) -> None:
+def test_a_two_hour_sleep_survives_kills_of_the_processor_and_the_timer(stack: Stack) -> None:
+    settings, seen = stack.settings, stack.seen
     question = new_input("s1", "sleep on it")
     timer_args = ["worker", "timers", "run"]
-    accept_timestamps_ahead(isolated, timedelta(hours=3))
-    with (
-        processor(isolated, tmp_path) as proc,
-        ServiceProcess(timer_args, isolated, tmp_path, "timer") as timer,
-    ):
-        proc.wait_for_log("partitions_restored")
-        send(isolated, question)
+    accept_timestamps_ahead(settings, timedelta(hours=3))
+    with ServiceProcess(timer_args, settings, stack.logs, "timer") as timer:
+        send(settings, question)
         alarm = first(seen, TimerSet, "s1")
         assert isinstance(alarm, TimerSet) and alarm.purpose is TimerPurpose.SLEEP
         timer.kill()
-        restarted(proc)
+        restarted(stack.processor)
         # two hours later, as far as the timer worker can tell
         timer.args = [*timer_args, "--clock-offset", str(SLEEP_S + 60)]
         timer.start()

@@ -175,8 +175,15 @@ def latest_states(settings: Settings, serde: EventSerde) -> dict[str, AgentState
 
 
 def check_states_fold(
-    settings: Settings, spec: AgentSpec, inputs: Sequence[AgentInput], verdict: Verdict
+    settings: Settings,
+    spec: AgentSpec,
+    inputs: Sequence[AgentInput],
+    verdict: Verdict,
+    *,
+    may_refuse: Set[str] = frozenset(),
 ) -> None:
+    """Every agent's state is the fold of the events on its topics, each applied once; those of
+    ``may_refuse`` (cancels that may come before their run) may be refused instead."""
     serde = serde_for(settings)
     states = latest_states(settings, serde)
     events: dict[str, Event] = {}
@@ -196,8 +203,14 @@ def check_states_fold(
         if state is None:
             verdict.problem(f"{agent}: no state snapshot")
             continue
+        refused = (may_refuse & per_agent[agent]) - set(state.recent_event_ids)
         _check_one_state(
-            agent, state, on_topics=per_agent[agent], events=events, spec=spec, verdict=verdict
+            agent,
+            state,
+            on_topics=per_agent[agent] - refused,
+            events=events,
+            spec=spec,
+            verdict=verdict,
         )
         ended = state.runs_completed + state.runs_failed + state.runs_cancelled
         if state.run is not None or state.queue or state.paused or ended != runs:

@@ -132,7 +132,7 @@ def run_chaos(
     progress("checking outcomes, states, read models and dead letters")
     verdict = report.verdict
     chaos_checks.check_outcomes(settings, inputs, verdict)
-    chaos_checks.check_states_fold(settings, spec, inputs, verdict)
+    chaos_checks.check_states_fold(settings, spec, inputs, verdict, may_refuse=steering.cancels)
     chaos_checks.check_projection(settings, schema, verdict)
     chaos_checks.check_dead_letters(settings, bad, verdict, may_refuse=steering.cancels)
     verdict.events = chaos_checks.count_events(settings)
