@@ -52,7 +52,7 @@ def decoder(isolated: Settings) -> EventSerde:
 
 
 @hsettings(
-    max_examples=60,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -193,6 +193,9 @@ def _under_kills(
             report.kills[victim.name] += 1
             victim.start()
             progress(f"kill {n + 1}/{config.kills}: {victim.name}")
+        # the paused agents' runs wait for the resume; every other run ends first
+        held = sum(1 for e in inputs if e.envelope.agent_id in steering.paused)
+        chaos_checks.wait_for_outcomes(settings, len(inputs) - held, config.settle_timeout_s)
         for event in steering.last():
             producer.send_async(event)
         producer.flush()

@@ -93,17 +93,22 @@ _CHAOS = {"tenant_id": "chaos", "source": "chaos"}
 class Steering:
     """What operators do to some agents during a run, built when sent (stamped then).
 
-    With the first inputs: a fact for every fourth agent, a pause for every sixth. After the
-    last inputs: an erasure of every eighth agent's fact, then a cancel of the last run of
-    every twelfth (all of them paused, so that run is still waiting), then the resumes. A
-    cancel may still reach the processor before the input of its run (the topics are read
-    side by side): it is then dead-lettered as an unknown run and the run completes; both are
-    correct, and the checks accept either."""
+    With the first inputs: a fact for every fourth agent, a pause for every sixth. Once every
+    run of the other agents has ended (so the processor has read every input): an erasure of
+    every eighth agent's fact, a cancel of the last run of every twelfth (all of them paused,
+    so that run is still queued), then the resumes. A cancel that still reached the processor
+    before the input of its run (the topics are read side by side) would be dead-lettered as
+    an unknown run, and the run would complete: both are correct, and the checks accept
+    either."""
 
     agents: list[str]
     last_input: dict[str, str]
     #: the event ids of the cancels sent
     cancels: set[str] = field(default_factory=set)
+
+    @property
+    def paused(self) -> list[str]:
+        return [agent for i, agent in enumerate(self.agents) if i % 6 == 1]
 
     @classmethod
     def of(cls, inputs: list[AgentInput]) -> Steering:
@@ -119,7 +124,7 @@ class Steering:
                         agent, "tier", f"gold since {i}", recorded_by=OPERATOR, **_CHAOS
                     )
                 )
-            if i % 6 == 1:
+            if agent in self.paused:
                 events.append(steering.pause_agent(agent, requested_by=OPERATOR, **_CHAOS))
         return events
 
@@ -136,9 +141,7 @@ class Steering:
                 self.cancels.add(cancel.event_id)
                 events.append(cancel)
         events += [
-            steering.resume_agent(agent, requested_by=OPERATOR, **_CHAOS)
-            for i, agent in enumerate(self.agents)
-            if i % 6 == 1
+            steering.resume_agent(agent, requested_by=OPERATOR, **_CHAOS) for agent in self.paused
         ]
         return events
 
