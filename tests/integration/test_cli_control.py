@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from console_support import read_keyed
+from harness import cli_env
 from typer.testing import CliRunner
 
 from agentstream.schemas.events import (
@@ -45,16 +45,7 @@ def isolated(settings: Settings) -> Settings:
 
 @pytest.fixture
 def env(isolated: Settings, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSTREAM_")}
-    env.update(
-        {
-            "AGENTSTREAM_BOOTSTRAP_SERVERS": isolated.require_bootstrap_servers(),
-            "AGENTSTREAM_SCHEMA_REGISTRY_URL": isolated.require_schema_registry_url(),
-            "AGENTSTREAM_TOPIC_PREFIX": isolated.topic_prefix,
-            "AGENTSTREAM_HOME": str(tmp_path),
-        }
-    )
-    return env
+    return cli_env(isolated, tmp_path)
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

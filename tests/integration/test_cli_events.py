@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from harness import read_to_end
+from harness import cli_env, read_to_end
 
 from agentstream.streams.runtime.settings import Settings
 from agentstream.streams.topics import INPUTS, ensure_topics
@@ -28,16 +27,7 @@ def isolated(settings: Settings) -> Settings:
 
 @pytest.fixture
 def env(isolated: Settings, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSTREAM_")}
-    env.update(
-        {
-            "AGENTSTREAM_BOOTSTRAP_SERVERS": isolated.require_bootstrap_servers(),
-            "AGENTSTREAM_SCHEMA_REGISTRY_URL": isolated.require_schema_registry_url(),
-            "AGENTSTREAM_TOPIC_PREFIX": isolated.topic_prefix,
-            "AGENTSTREAM_HOME": str(tmp_path),
-        }
-    )
-    return env
+    return cli_env(isolated, tmp_path)
 
 
 def run(

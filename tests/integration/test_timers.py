@@ -4,20 +4,15 @@ and approvals of ended runs stay quiet, and a tool that awaits a callback is tim
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 from builders import agent_input
-from confluent_kafka import Consumer
-from harness import ServiceProcess, serde_for
+from harness import ServiceProcess, Stamped, TopicCollector
 from worker_world import CALLBACK_TIMEOUT_S, LEDGER_ENV, accept_timestamps_ahead, read_ledger
 
 from agentstream.processors.core.ids import derived_id
@@ -43,7 +38,6 @@ from agentstream.streams.topics import (
     OUTCOMES,
     TIMERS,
     TOOL_RESULTS,
-    TopicSpec,
     ensure_topics,
 )
 
@@ -53,86 +47,11 @@ CALLBACK_SPEC = "worker_world:callback_spec"
 TWO_HOURS = timedelta(hours=2)
 
 
-@dataclass(frozen=True)
-class Stamped:
-    """A record with its Kafka timestamp, as confluent-kafka gives it: (type, millis)."""
-
-    record: AvroRecord
-    timestamp: tuple[int, int]
-
-
-class StampedCollector:
-    """Reads topics from the beginning in a background thread, keeping each record's
-    timestamp (what the processor's clock check compares occurred_at with)."""
-
-    def __init__(self, settings: Settings, specs: list[TopicSpec]) -> None:
-        self.settings = settings
-        self.serde = serde_for(settings)
-        self.topics = [settings.topic(s.name) for s in specs]
-        self._records: list[Stamped] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="stamped")
-
-    def _run(self) -> None:
-        consumer = Consumer(
-            {
-                **self.settings.kafka_config(),
-                "group.id": f"s-{uuid.uuid4()}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "session.timeout.ms": 6000,
-            }
-        )
-        consumer.subscribe(self.topics)
-        try:
-            while not self._stop.is_set():
-                for msg in consumer.consume(1000, 0.2):
-                    if msg.error() is None:
-                        record = self.serde.decode(msg.topic() or "", msg.value())
-                        with self._lock:
-                            self._records.append(Stamped(record, msg.timestamp()))
-        finally:
-            consumer.close()
-
-    def of(self, kind: type[AvroRecord], **fields: object) -> list[Stamped]:
-        with self._lock:
-            records = list(self._records)
-        return [
-            s
-            for s in records
-            if isinstance(s.record, kind)
-            and all(getattr(s.record, k) == v for k, v in fields.items())
-        ]
-
-    def wait_for(self, kind: type[AvroRecord], timeout: float = 60, **fields: object) -> Stamped:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.of(kind, **fields)
-            if found:
-                return found[0]
-            time.sleep(0.1)
-        raise AssertionError(f"no {kind.__name__} with {fields} in {timeout}s")
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
 @dataclass
 class World:
     settings: Settings
     logs: Path
-    records: StampedCollector
+    records: TopicCollector
     prefix: str
 
     def service(self, name: str, *args: str) -> ServiceProcess:
@@ -149,7 +68,7 @@ class World:
                 producer.send(record)
 
     def fired(self, timer: TimerSet) -> list[Stamped]:
-        return self.records.of(TimerFired, timer_id=timer.timer_id)
+        return self.records.of_kind(TimerFired, timer_id=timer.timer_id)
 
 
 @pytest.fixture
@@ -158,7 +77,7 @@ def world(settings: Settings, tmp_path: Path) -> Iterator[World]:
     prefix = f"t{uuid.uuid4().hex[:6]}."
     isolated = settings.model_copy(update={"topic_prefix": prefix})
     ensure_topics(isolated)
-    with StampedCollector(isolated, [CONTROL, APPROVAL_DECISIONS, TOOL_RESULTS, TIMERS]) as records:
+    with TopicCollector(isolated, [CONTROL, APPROVAL_DECISIONS, TOOL_RESULTS, TIMERS]) as records:
         yield World(isolated, tmp_path, records, prefix)
 
 
@@ -239,7 +158,7 @@ def test_a_timer_fires_once_at_its_time_across_kills_and_restarts(world: World) 
         assert not world.fired(timer)
 
         worker.start()
-        _check_fired(world.records.wait_for(TimerFired, timer_id=timer.timer_id), timer)
+        _check_fired(world.records.wait_for_kind(TimerFired, timer_id=timer.timer_id), timer)
         assert worker.starts == 2
 
         # Killed after firing: the next one reads its TimerFired back and does not repeat it.
@@ -249,7 +168,7 @@ def test_a_timer_fires_once_at_its_time_across_kills_and_restarts(world: World) 
         # Later on the same partition: a repeat of the first would come before it.
         sentinel = _timer_set(agent, "run-2", _now() + timedelta(seconds=1))
         world.send(sentinel)
-        _check_fired(world.records.wait_for(TimerFired, timer_id=sentinel.timer_id), sentinel)
+        _check_fired(world.records.wait_for_kind(TimerFired, timer_id=sentinel.timer_id), sentinel)
         assert len(world.fired(timer)) == 1
         assert worker.terminate() == 0, worker.log_tail()
 
@@ -260,7 +179,7 @@ def test_a_shifted_clock_ends_a_two_hour_sleep_at_once(world: World) -> None:
     worker = world.timer("drill-timer", "--clock-offset", str(TWO_HOURS.total_seconds()))
     with worker:
         world.send(timer)
-        stamped = world.records.wait_for(TimerFired, timer_id=timer.timer_id)
+        stamped = world.records.wait_for_kind(TimerFired, timer_id=timer.timer_id)
         assert _now() < timer.fire_at - TWO_HOURS / 2, "fired long before the real fire_at"
         _check_fired(stamped, timer)
         assert worker.terminate() == 0, worker.log_tail()
@@ -278,17 +197,17 @@ def test_the_timers_and_approvals_of_ended_runs_do_not_fire(world: World) -> Non
     world.send(live_timer, live_approval)
     worker = world.timer()
     with worker:
-        world.records.wait_for(TimerFired, timer_id=live_timer.timer_id)
-        world.records.wait_for(ApprovalExpired, call_id=live_approval.call_id)
+        world.records.wait_for_kind(TimerFired, timer_id=live_timer.timer_id)
+        world.records.wait_for_kind(ApprovalExpired, call_id=live_approval.call_id)
         assert not world.fired(cancelled_timer)
-        assert not world.records.of(ApprovalExpired, call_id=cancelled_approval.call_id)
+        assert not world.records.of_kind(ApprovalExpired, call_id=cancelled_approval.call_id)
 
         # Live, with the worker caught up: an outcome read just before the run's timer.
         later = _now() + timedelta(seconds=1)
         completed_timer = _timer_set(agent, "run-completed", later)
         next_timer = _timer_set(agent, "run-next", later + timedelta(seconds=1))
         world.send(_completed(agent, "run-completed"), completed_timer, next_timer)
-        world.records.wait_for(TimerFired, timer_id=next_timer.timer_id)
+        world.records.wait_for_kind(TimerFired, timer_id=next_timer.timer_id)
         assert not world.fired(completed_timer)
         assert worker.terminate() == 0, worker.log_tail()
 
@@ -304,7 +223,7 @@ def test_a_tool_awaiting_a_callback_waits_and_times_out_on_the_timer(
     models = world.service("models", "worker", "models", "run")
     timer = world.timer()
     services = (processor, tools, models, timer)
-    with processor, tools, models, timer, StampedCollector(world.settings, [OUTCOMES]) as ends:
+    with processor, tools, models, timer, TopicCollector(world.settings, [OUTCOMES]) as ends:
         processor.wait_for_log("partitions_restored")
         for worker in (tools, models, timer):
             worker.wait_for_log("worker_started")
@@ -315,7 +234,7 @@ def test_a_tool_awaiting_a_callback_waits_and_times_out_on_the_timer(
         )
         world.send(sent)
 
-        waiting = world.records.wait_for(ToolCallWaiting).record
+        waiting = world.records.wait_for_kind(ToolCallWaiting).record
         assert isinstance(waiting, ToolCallWaiting)
         assert waiting.tool == "external_review"
         assert waiting.callback_id == derived_id(waiting.call_id, "callback")
@@ -328,17 +247,19 @@ def test_a_tool_awaiting_a_callback_waits_and_times_out_on_the_timer(
         assert waiting.attempts == 1
 
         # The processor sets a timer for the wait; nobody completes the callback, so it fires.
-        timer_set = world.records.wait_for(TimerSet, call_id=waiting.call_id).record
+        timer_set = world.records.wait_for_kind(TimerSet, call_id=waiting.call_id).record
         assert isinstance(timer_set, TimerSet)
         assert (timer_set.purpose, timer_set.fire_at) == (
             TimerPurpose.CALLBACK,
             waiting.expires_at,
         )
-        _check_fired(world.records.wait_for(TimerFired, timer_id=timer_set.timer_id), timer_set)
-        outcome = ends.wait_for(RunCompleted).record
+        _check_fired(
+            world.records.wait_for_kind(TimerFired, timer_id=timer_set.timer_id), timer_set
+        )
+        outcome = ends.wait_for_kind(RunCompleted).record
         assert isinstance(outcome, RunCompleted), outcome
         assert outcome.envelope.run_id == waiting.envelope.run_id
         assert f"no system completed callback {waiting.callback_id}" in outcome.output
-        assert not ends.of(RunFailed)
+        assert not ends.of_kind(RunFailed)
         for service in services:
             assert service.terminate() == 0, service.log_tail()

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -118,14 +119,24 @@ class FakeWorkers:
             raise self._error
 
 
+@dataclass(frozen=True)
+class Stamped:
+    """A record with its Kafka timestamp, as confluent-kafka gives it: (type, millis)."""
+
+    record: object
+    timestamp: tuple[int, int]
+
+
 class TopicCollector:
-    """Reads topics from the beginning in a background thread, decoding every record."""
+    """Reads topics from the beginning in a background thread, decoding every record (and
+    keeping its timestamp, which the processor's clock check compares occurred_at with)."""
 
     def __init__(self, settings: Settings, specs: list[TopicSpec]) -> None:
         self.settings = settings
         self.serde = serde_for(settings)
         self.topics = [settings.topic(s.name) for s in specs]
         self.records: list[object] = []
+        self.stamped: list[Stamped] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="collector")
@@ -148,12 +159,33 @@ class TopicCollector:
                         record = self.serde.decode(msg.topic() or "", msg.value())
                         with self._lock:
                             self.records.append(record)
+                            self.stamped.append(Stamped(record, msg.timestamp()))
         finally:
             consumer.close()
 
     def snapshot(self) -> list[object]:
         with self._lock:
             return list(self.records)
+
+    def of_kind(self, kind: type[object], **fields: object) -> list[Stamped]:
+        """The records of ``kind`` whose ``fields`` have these values, with their timestamps."""
+        with self._lock:
+            stamped = list(self.stamped)
+        return [
+            s
+            for s in stamped
+            if isinstance(s.record, kind)
+            and all(getattr(s.record, k) == v for k, v in fields.items())
+        ]
+
+    def wait_for_kind(self, kind: type[object], timeout: float = 60, **fields: object) -> Stamped:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.of_kind(kind, **fields)
+            if found:
+                return found[0]
+            time.sleep(0.1)
+        raise AssertionError(f"no {kind.__name__} with {fields} in {timeout}s")
 
     def wait_for(self, done: Callable[[list[object]], bool], timeout: float) -> list[object]:
         deadline = time.monotonic() + timeout
@@ -229,6 +261,21 @@ def latest_snapshots(records: list[tuple[int, object]]) -> dict[str, AgentStateS
         if current is None or record.version >= current.version:
             latest[record.agent_id] = record
     return latest
+
+
+def cli_env(settings: Settings, home: Path) -> dict[str, str]:
+    """The environment of an ``agentstream`` command run as a user would, on ``settings``'
+    cluster and topics, with its own AGENTSTREAM_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTSTREAM_")}
+    env.update(
+        {
+            "AGENTSTREAM_BOOTSTRAP_SERVERS": settings.require_bootstrap_servers(),
+            "AGENTSTREAM_SCHEMA_REGISTRY_URL": settings.require_schema_registry_url(),
+            "AGENTSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+            "AGENTSTREAM_HOME": str(home),
+        }
+    )
+    return env
 
 
 class ServiceProcess:
