@@ -145,6 +145,19 @@ class Envelope(AvroRecord):
     source: str
     schema_version: int = 1
 
+    def caused(self, *, event_id: str, occurred_at: datetime, source: str) -> Envelope:
+        """The envelope of an event this one caused: same agent, run and correlation."""
+        return Envelope(
+            event_id=event_id,
+            agent_id=self.agent_id,
+            tenant_id=self.tenant_id,
+            run_id=self.run_id,
+            correlation_id=self.correlation_id,
+            causation_id=self.event_id,
+            occurred_at=occurred_at,
+            source=source,
+        )
+
 
 class TokenUsage(AvroRecord):
     prompt_tokens: int = Field(default=0, ge=0)

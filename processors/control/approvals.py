@@ -51,17 +51,7 @@ MIN_HASH_PREFIX = 8
 
 
 def _envelope(request: ApprovalRequested, event_id: str, at: datetime, source: str) -> Envelope:
-    cause = request.envelope
-    return Envelope(
-        event_id=event_id,
-        agent_id=cause.agent_id,
-        tenant_id=cause.tenant_id,
-        run_id=cause.run_id,
-        correlation_id=cause.correlation_id,
-        causation_id=cause.event_id,
-        occurred_at=at,
-        source=source,
-    )
+    return request.envelope.caused(event_id=event_id, occurred_at=at, source=source)
 
 
 def decide(

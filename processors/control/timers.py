@@ -8,7 +8,7 @@ a rebalance) is the same event, which the processor keeps once.
 from __future__ import annotations
 
 from agentstream.processors.core.ids import derived_id
-from agentstream.schemas.events import Envelope, TimerFired, TimerSet
+from agentstream.schemas.events import TimerFired, TimerSet
 
 __all__ = [
     "TIMER_SOURCE",
@@ -25,17 +25,9 @@ def fired_event_id(timer_id: str) -> str:
 
 def fire(timer: TimerSet) -> TimerFired:
     """The event that fires ``timer``."""
-    cause = timer.envelope
     return TimerFired(
-        envelope=Envelope(
-            event_id=fired_event_id(timer.timer_id),
-            agent_id=cause.agent_id,
-            tenant_id=cause.tenant_id,
-            run_id=cause.run_id,
-            correlation_id=cause.correlation_id,
-            causation_id=cause.event_id,
-            occurred_at=timer.fire_at,
-            source=TIMER_SOURCE,
+        envelope=timer.envelope.caused(
+            event_id=fired_event_id(timer.timer_id), occurred_at=timer.fire_at, source=TIMER_SOURCE
         ),
         timer_id=timer.timer_id,
         call_id=timer.call_id,

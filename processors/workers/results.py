@@ -30,14 +30,8 @@ def result_event_id(call_id: str, purpose: str) -> str:
 def result_envelope(
     request: Event, *, call_id: str, purpose: str, source: str, now: datetime | None = None
 ) -> Envelope:
-    cause = request.envelope
-    return Envelope(
+    return request.envelope.caused(
         event_id=result_event_id(call_id, purpose),
-        agent_id=cause.agent_id,
-        tenant_id=cause.tenant_id,
-        run_id=cause.run_id,
-        correlation_id=cause.correlation_id,
-        causation_id=cause.event_id,
         # The worker's clock, not the request's: the state machine checks run deadlines and
         # approval expiries against it.
         occurred_at=now or datetime.now(UTC),
