@@ -62,13 +62,8 @@ class ScriptedWorld:
         """The envelope of the reply to ``request``: same agent, run and correlation, caused by
         it."""
         cause = request.envelope
-        return Envelope(
+        return cause.caused(
             event_id=str(uuid.uuid5(self.namespace, f"{cause.event_id}/{purpose}")),
-            agent_id=cause.agent_id,
-            tenant_id=cause.tenant_id,
-            run_id=cause.run_id,
-            correlation_id=cause.correlation_id,
-            causation_id=cause.event_id,
             occurred_at=cause.occurred_at
             + timedelta(milliseconds=self.delay_ms if delay_ms is None else delay_ms),
             source=source or self.source,
