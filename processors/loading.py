@@ -6,11 +6,12 @@ import importlib
 from collections.abc import Iterable
 from typing import Any
 
-from agentstream.processors.core.spec import AgentSpec, SpecVersions
+from agentstream.processors.core.spec import AgentSpec, Catalog, SpecVersions
 from agentstream.schemas.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_SPEC",
+    "load_catalog",
     "load_object",
     "load_spec",
     "load_specs",
@@ -41,22 +42,40 @@ def load_spec(path: str) -> AgentSpec:
     return load_specs([path]).newest
 
 
-def load_specs(paths: Iterable[str]) -> SpecVersions:
-    """The versions of one agent, from one or several paths, each naming an AgentSpec, a
-    SpecVersions, a list or tuple of AgentSpecs, or a zero-argument callable returning one."""
+def _specs_at(path: str) -> list[AgentSpec]:
+    """The AgentSpecs one path names: an AgentSpec, a SpecVersions, a Catalog, a list or tuple
+    of AgentSpecs, or a zero-argument callable returning one of those."""
+    obj = load_object(path)
+    if callable(obj) and not isinstance(obj, AgentSpec):
+        obj = obj()
+    if isinstance(obj, Catalog):
+        obj = obj.specs
+    if isinstance(obj, SpecVersions):
+        obj = obj.versions
+    items = list(obj) if isinstance(obj, list | tuple) else [obj]
+    for item in items:
+        if not isinstance(item, AgentSpec):
+            raise ConfigurationError(f"{path} holds a {type(item).__name__}, not an AgentSpec")
+    return items
+
+
+def load_catalog(paths: Iterable[str]) -> Catalog:
+    """Every agent kind the paths name, with its versions (specs of the same name are versions
+    of one kind). The first kind named is the default, for inputs that name none."""
     paths = list(paths)
-    found: list[AgentSpec] = []
-    for path in paths:
-        obj = load_object(path)
-        if callable(obj) and not isinstance(obj, AgentSpec):
-            obj = obj()
-        if isinstance(obj, SpecVersions):
-            obj = obj.versions
-        items = list(obj) if isinstance(obj, list | tuple) else [obj]
-        for item in items:
-            if not isinstance(item, AgentSpec):
-                raise ConfigurationError(f"{path} holds a {type(item).__name__}, not an AgentSpec")
-        found += items
+    found = [spec for path in paths for spec in _specs_at(path)]
+    try:
+        return Catalog.of(found)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"{', '.join(paths)}: {exc}", hint=exc.hint or "give each version its own number"
+        ) from None
+
+
+def load_specs(paths: Iterable[str]) -> SpecVersions:
+    """The versions of one agent, from one or several paths (see :func:`load_catalog`)."""
+    paths = list(paths)
+    found = [spec for path in paths for spec in _specs_at(path)]
     try:
         return SpecVersions(tuple(found))
     except ConfigurationError as exc:

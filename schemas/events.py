@@ -32,6 +32,8 @@ __all__ = [
     "CallbackCompleted",
     "ChangelogMarker",
     "DeadLetter",
+    "DelegationReturned",
+    "DelegationStatus",
     "Envelope",
     "Event",
     "Id",
@@ -49,6 +51,10 @@ __all__ = [
     "RunCancelled",
     "RunCompleted",
     "RunFailed",
+    "RunHandedOff",
+    "RunOrigin",
+    "RunOutcome",
+    "RunRelation",
     "TimerFired",
     "TimerPurpose",
     "TimerSet",
@@ -110,6 +116,23 @@ class TimerPurpose(StrEnum):
 
     SLEEP = "sleep"
     CALLBACK = "callback"
+    DELEGATION = "delegation"
+
+
+class RunRelation(StrEnum):
+    """How another agent's run started this one."""
+
+    DELEGATED = "delegated"
+    HANDED_OFF = "handed_off"
+
+
+class DelegationStatus(StrEnum):
+    """How a delegated run answered the run that delegated to it."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
 
 
 class AvroRecord(BaseModel):
@@ -199,11 +222,32 @@ class Event(AvroRecord):
         return self.envelope.agent_id
 
 
+class RunOrigin(AvroRecord):
+    """Where a run comes from when another agent's run started it (see the .avsc)."""
+
+    relation: RunRelation
+    agent_id: Id
+    run_id: Id
+    depth: int = Field(ge=1)
+    lineage: list[str]
+    reply_agent_id: Id | None = None
+    reply_run_id: Id | None = None
+    reply_call_id: Id | None = None
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_steps: int | None = Field(default=None, ge=0)
+    deadline_at: Millis | None = None
+
+
 class AgentInput(Event):
     #: at most ``MAX_INPUT_TEXT_BYTES`` in UTF-8: a longer input is refused by every entrance
     #: (SDK, CLI and ingress say why; the processor dead-letters one from any other producer)
     text: InputText
     metadata: dict[str, str] = Field(default_factory=dict)
+    #: the agent kind (spec name) serving this agent: bound on its first input
+    kind: str | None = Field(default=None, min_length=1, max_length=200)
+    #: the conversation handed over: messages the run starts with, before ``text``
+    context_json: Payload | None = None
+    origin: RunOrigin | None = None
 
 
 class ModelCallRequested(Event):
@@ -388,6 +432,34 @@ class RunFailed(Event):
     spec_hash: str | None = None
 
 
+class DelegationReturned(Event):
+    """A delegated run's outcome, on the delegating agent's key: its call's result."""
+
+    call_id: Id
+    child_agent_id: Id
+    child_run_id: Id
+    status: DelegationStatus
+    output: str | None = None
+    reason: str | None = None
+    steps: int = Field(ge=0)
+    usage: TokenUsage
+
+
+class RunHandedOff(Event):
+    """The run ended by handing its conversation to another agent kind."""
+
+    to_kind: str
+    to_agent_id: Id
+    to_run_id: Id
+    note: str
+    steps: int = Field(ge=0)
+    tool_calls: int = Field(ge=0)
+    usage: TokenUsage
+    started_at: Millis
+    spec_version: int | None = None
+    spec_hash: str | None = None
+
+
 class RunCancelled(Event):
     reason: str
     cancelled_by: str
@@ -399,9 +471,15 @@ class RunCancelled(Event):
     spec_hash: str | None = None
 
 
+#: How a run can end: every run gets exactly one of these, on the outcomes topic.
+RunOutcome = RunCompleted | RunFailed | RunCancelled | RunHandedOff
+
+
 class OutboxRecord(AvroRecord):
     topic: str
     value: bytes
+    #: None: keyed by the snapshot's agent
+    key: str | None = None
 
 
 class AgentStateSnapshot(AvroRecord):
@@ -457,6 +535,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunCompleted,
         RunFailed,
         RunCancelled,
+        RunHandedOff,
+        DelegationReturned,
         RunCancelRequested,
         AgentPaused,
         AgentResumed,
@@ -478,5 +558,6 @@ RECORD_TYPES: dict[str, type[AvroRecord]] = {
 
 #: Nested record types, which have their own .avsc but are never a topic's value.
 NESTED_TYPES: dict[str, type[AvroRecord]] = {
-    cls.avro_name: cls for cls in (Envelope, TokenUsage, ToolCallIntent, RecordHeader, OutboxRecord)
+    cls.avro_name: cls
+    for cls in (Envelope, TokenUsage, ToolCallIntent, RecordHeader, OutboxRecord, RunOrigin)
 }

@@ -41,6 +41,8 @@ class DeadLetterReason(StrEnum):
     CALLBACK_NOT_PENDING = "callback_not_pending"
     TIMER_NOT_DUE = "timer_not_due"
     MEMORY_REFUSED = "memory_refused"
+    UNKNOWN_KIND = "unknown_kind"
+    KIND_MISMATCH = "kind_mismatch"
     # The processor: applying the event would make a state no broker stores.
     STATE_TOO_LARGE = "state_too_large"
     # The projector: a valid event its database refused.
@@ -56,3 +58,4 @@ class RunFailure(StrEnum):
     TOOL_FAILED = "tool_failed"
     CALLBACK_TIMED_OUT = "callback_timed_out"
     SPEC_VERSION_UNAVAILABLE = "spec_version_unavailable"
+    DELEGATION_REFUSED = "delegation_refused"

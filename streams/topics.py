@@ -28,6 +28,7 @@ from agentstream.schemas.events import (
     CallbackCompleted,
     ChangelogMarker,
     DeadLetter,
+    DelegationReturned,
     MemoryErased,
     MemoryRecorded,
     ModelCallCompleted,
@@ -37,6 +38,7 @@ from agentstream.schemas.events import (
     RunCancelRequested,
     RunCompleted,
     RunFailed,
+    RunHandedOff,
     TimerFired,
     TimerSet,
     ToolCallCompleted,
@@ -103,8 +105,8 @@ MODEL_RESULTS = TopicSpec(
 TOOL_CALLS = TopicSpec("agent.tool-calls", (ToolCallRequested,), "requests to tool workers")
 TOOL_RESULTS = TopicSpec(
     "agent.tool-results",
-    (ToolCallCompleted, ToolCallFailed, ToolCallWaiting),
-    "results of tool calls, and calls that wait for another system",
+    (ToolCallCompleted, ToolCallFailed, ToolCallWaiting, DelegationReturned),
+    "results of tool calls (delegated runs' answers too), and calls that wait for another system",
 )
 APPROVAL_REQUESTS = TopicSpec(
     "agent.approval-requests", (ApprovalRequested,), "gated calls waiting for a person"
@@ -115,7 +117,9 @@ APPROVAL_DECISIONS = TopicSpec(
     "decisions and expiries of approvals",
 )
 OUTCOMES = TopicSpec(
-    "agent.outcomes", (RunCompleted, RunFailed, RunCancelled), "how each run ended"
+    "agent.outcomes",
+    (RunCompleted, RunFailed, RunCancelled, RunHandedOff),
+    "how each run ended",
 )
 CONTROL = TopicSpec(
     "agent.control",

@@ -23,9 +23,7 @@ from agentstream.schemas.events import (
     ApprovalRequested,
     Envelope,
     Event,
-    RunCancelled,
-    RunCompleted,
-    RunFailed,
+    RunOutcome,
 )
 from agentstream.streams.producer import AgentStreamProducer, Delivery
 from agentstream.streams.runtime.settings import Settings
@@ -163,9 +161,7 @@ class ApprovalsClient:
                 # The processor drops a record keyed by another agent; so does the inbox.
                 if scanned.key == record.envelope.agent_id.encode():
                     decisions.setdefault(record.call_id, []).append(record)
-            elif isinstance(record, RunCompleted | RunFailed | RunCancelled) and (
-                record.envelope.run_id
-            ):
+            elif isinstance(record, RunOutcome) and (record.envelope.run_id):
                 ended.add(record.envelope.run_id)
         ordered = sorted(requests.values(), key=lambda r: r.envelope.occurred_at)
         return [

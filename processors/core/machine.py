@@ -21,7 +21,7 @@ from agentstream.processors.core.memory import (
     scrub_run,
     system_prompt,
 )
-from agentstream.processors.core.spec import AgentSpec, BuiltinTool, SpecVersions
+from agentstream.processors.core.spec import AgentSpec, BuiltinTool, Catalog, SpecVersions, ToolSpec
 from agentstream.processors.core.state import (
     CANCELLED_WINDOW,
     DEDUPE_WINDOW,
@@ -42,6 +42,8 @@ from agentstream.schemas.events import (
     ApprovalGranted,
     ApprovalRequested,
     CallbackCompleted,
+    DelegationReturned,
+    DelegationStatus,
     Envelope,
     Event,
     MemoryErased,
@@ -53,15 +55,19 @@ from agentstream.schemas.events import (
     RunCancelRequested,
     RunCompleted,
     RunFailed,
+    RunHandedOff,
+    RunOrigin,
+    RunRelation,
     TimerFired,
     TimerPurpose,
     TimerSet,
     ToolCallCompleted,
     ToolCallFailed,
+    ToolCallIntent,
     ToolCallRequested,
     ToolCallWaiting,
 )
-from agentstream.schemas.limits import utf8_size
+from agentstream.schemas.limits import MAX_INPUT_TEXT_BYTES, MAX_RESULT_BYTES, utf8_size
 from agentstream.schemas.reasons import DeadLetterReason, RunFailure
 
 __all__ = [
@@ -70,6 +76,7 @@ __all__ = [
     "Decision",
     "Duplicate",
     "Rejected",
+    "agent_id_of",
     "fold",
     "run_id_of",
     "transition",
@@ -117,22 +124,33 @@ class _Rejected(Exception):
 
 @dataclass
 class _Step:
-    """What one transition accumulates: the cause, the spec versions served, the version the
-    run at hand is on (``spec``), and what it emits."""
+    """What one transition accumulates: the cause, the kinds served (``catalog``), the
+    versions of the agent's kind (``specs``), the version the run at hand is on (``spec``),
+    and what it emits."""
 
     cause: Event
+    catalog: Catalog
     specs: SpecVersions
     spec: AgentSpec
     emits: list[Event] = field(default_factory=list)
     calls: int = 0
 
-    def envelope(self, state: AgentState, run: RunState) -> Envelope:
+    def envelope(
+        self,
+        state: AgentState,
+        run: RunState,
+        *,
+        to_agent: str | None = None,
+        to_run: str | None = None,
+    ) -> Envelope:
+        """The envelope of the next emit of ``run``; ``to_agent``/``to_run`` address another
+        agent's run (a delegated input, a cancel, an answer) in the same conversation."""
         cause = self.cause.envelope
         return Envelope(
             event_id=derived_id(cause.event_id, "emit", len(self.emits)),
-            agent_id=state.agent_id,
+            agent_id=to_agent or state.agent_id,
             tenant_id=state.tenant_id,
-            run_id=run.run_id,
+            run_id=to_run if to_agent else run.run_id,
             correlation_id=run.correlation_id,
             causation_id=cause.event_id,
             # Never before its run started, whatever the clock of the result's producer said.
@@ -145,9 +163,12 @@ class _Step:
         return derived_id(self.cause.envelope.event_id, "call", self.calls)
 
 
-def transition(state: AgentState | None, event: Event, spec: AgentSpec | SpecVersions) -> Decision:
+def transition(
+    state: AgentState | None, event: Event, spec: AgentSpec | SpecVersions | Catalog
+) -> Decision:
     """Apply ``event`` to ``state`` (None for an agent never seen before). ``spec`` is the
-    agent's spec, or the versions of it served: new runs start on the newest."""
+    agent's spec, the versions of it served (new runs start on the newest), or the catalog of
+    every kind served (the agent's kind is bound by its first input)."""
     envelope = event.envelope
     if state is None:
         state = AgentState.new(envelope.agent_id, envelope.tenant_id)
@@ -160,9 +181,10 @@ def transition(state: AgentState | None, event: Event, spec: AgentSpec | SpecVer
             f"event for {envelope.tenant_id}/{envelope.agent_id} applied to "
             f"{state.tenant_id}/{state.agent_id}",
         )
-    specs = SpecVersions.of(spec)
-    step = _Step(event, specs, specs.newest)
+    catalog = Catalog.of(spec)
     try:
+        state, specs = _kind(state, event, catalog)
+        step = _Step(event, catalog, specs, specs.newest)
         new_state = _apply(state, event, step)
     except _Rejected as rejected:
         return Rejected(state, rejected.error_class, rejected.reason)
@@ -178,12 +200,38 @@ def transition(state: AgentState | None, event: Event, spec: AgentSpec | SpecVer
 
 
 def fold(
-    events: list[Event], spec: AgentSpec | SpecVersions, state: AgentState | None = None
+    events: list[Event], spec: AgentSpec | SpecVersions | Catalog, state: AgentState | None = None
 ) -> AgentState | None:
     """The state after applying ``events`` in order (rejections and duplicates change nothing)."""
     for event in events:
         state = transition(state, event, spec).state
     return state
+
+
+def _kind(state: AgentState, event: Event, catalog: Catalog) -> tuple[AgentState, SpecVersions]:
+    """The versions of the agent's kind; an input binds an agent that has none yet."""
+    bound = state.kind
+    if bound is None and (state.run is not None or state.queue or state.runs_total):
+        bound = catalog.default.newest.name  # ran before kinds: it is of the default kind
+    asked = event.kind if isinstance(event, AgentInput) else None
+    name = asked or bound
+    specs = catalog.kind(name)
+    if specs is None:
+        whose = "this input asks for" if asked else f"agent {state.agent_id} is of"
+        raise _Rejected(
+            DeadLetterReason.UNKNOWN_KIND,
+            f"{whose} kind {name!r}, which this deployment does not serve "
+            f"(it serves {', '.join(catalog.names)})",
+        )
+    if asked is not None and bound is not None and asked != bound:
+        raise _Rejected(
+            DeadLetterReason.KIND_MISMATCH,
+            f"agent {state.agent_id} is of kind {bound!r}; an input cannot make it a {asked!r} "
+            f"(send it to another agent id)",
+        )
+    if isinstance(event, AgentInput) and state.kind is None:
+        state = evolve(state, kind=specs.newest.name)
+    return state, specs
 
 
 def _apply(state: AgentState, event: Event, step: _Step) -> AgentState:
@@ -196,6 +244,7 @@ def _apply(state: AgentState, event: Event, step: _Step) -> AgentState:
         | RunCancelled
         | ModelCallRequested
         | ToolCallRequested
+        | RunHandedOff
         | ApprovalRequested
         | TimerSet,
     ):
@@ -230,8 +279,10 @@ def _on_run_event(state: AgentState, event: Event, step: _Step) -> AgentState:
     run = state.run
     run_id = event.envelope.run_id
     if run is None or run_id not in (None, run.run_id):
-        if run_id in state.cancelled_runs or isinstance(event, TimerFired):
-            return state  # a late answer to a cancelled run, or a stale timer: recorded, ignored
+        if run_id in state.cancelled_runs or isinstance(event, TimerFired | DelegationReturned):
+            # a late answer to a cancelled run, a stale timer, or a delegated run answering
+            # a run that ended meanwhile: recorded, ignored
+            return state
         raise _Rejected(DeadLetterReason.UNKNOWN_RUN, f"no active run {run_id} for this agent")
     if not _on_run_spec(run, step):
         return _spec_gone(state, run, step)
@@ -255,6 +306,8 @@ def _on_run_event(state: AgentState, event: Event, step: _Step) -> AgentState:
         return _on_waiting(state, run, event, step)
     if isinstance(event, CallbackCompleted):
         return _on_callback(state, run, event, step)
+    if isinstance(event, DelegationReturned):
+        return _on_returned(state, run, event, step)
     if isinstance(event, TimerFired):
         return _on_timer(state, run, event, step)
     if isinstance(event, ApprovalGranted | ApprovalDenied | ApprovalExpired):
@@ -307,7 +360,13 @@ def _past_deadline(state: AgentState, run: RunState, step: _Step) -> AgentState:
 
 def _on_input(state: AgentState, event: AgentInput, step: _Step) -> AgentState:
     queued = QueuedInput(
-        event_id=event.envelope.event_id, text=event.text, occurred_at=event.envelope.occurred_at
+        event_id=event.envelope.event_id,
+        text=event.text,
+        occurred_at=event.envelope.occurred_at,
+        # a run another run started joins its conversation (and trace)
+        correlation_id=event.envelope.correlation_id if event.origin else None,
+        context=_context(event.context_json),
+        origin=event.origin,
     )
     run = state.run
     if run is not None and event.envelope.occurred_at > run.deadline_at:
@@ -320,27 +379,69 @@ def _on_input(state: AgentState, event: AgentInput, step: _Step) -> AgentState:
     return _start_run(state, queued, step)
 
 
+def _context(context_json: str | None) -> tuple[ChatMessage, ...]:
+    """The handed-over messages of an input (refused when they are not chat messages)."""
+    if context_json is None:
+        return ()
+    try:
+        messages = json.loads(context_json)
+        if not isinstance(messages, list):
+            raise ValueError("not a JSON list")
+        return tuple(ChatMessage.model_validate(m) for m in messages)
+    except (ValueError, RecursionError) as exc:
+        raise _Rejected(
+            DeadLetterReason.INVALID_EVENT,
+            f"context_json is not a list of chat messages: {str(exc)[:300]}",
+        ) from None
+
+
 def _new_run(state: AgentState, queued: QueuedInput, step: _Step) -> RunState:
-    """The run of ``queued``, on the newest spec, starting from the agent's past turns."""
+    """The run of ``queued``, on the newest spec, starting from the agent's past turns (and the
+    conversation handed over with it)."""
     spec = step.spec = step.specs.newest
     started = step.cause.envelope.occurred_at
-    history = tuple(m for turn in state.conversation for m in turn.messages)
+    deadline = started + timedelta(seconds=spec.budgets.run_deadline_s)
+    origin = queued.origin
+    if origin is not None and origin.deadline_at is not None:
+        deadline = min(deadline, max(origin.deadline_at, started))
+    history = (*(m for turn in state.conversation for m in turn.messages), *queued.context)
     return RunState(
         run_id=run_id_of(queued.event_id),
         input_event_id=queued.event_id,
-        correlation_id=queued.event_id,
+        correlation_id=queued.correlation_id or queued.event_id,
         started_at=started,
-        deadline_at=started + timedelta(seconds=spec.budgets.run_deadline_s),
+        deadline_at=deadline,
         messages=(*history, ChatMessage(role="user", content=queued.text)),
         history_len=len(history),
         spec_version=spec.version,
         spec_hash=spec.content_hash,
+        origin=origin,
     )
 
 
 def run_id_of(input_event_id: str) -> str:
     """The id of the run an input starts (derived, so a cancel can name a queued run)."""
     return derived_id(input_event_id, "run")
+
+
+def agent_id_of(agent_id: str, kind: str) -> str:
+    """The agent of kind ``kind`` that ``agent_id`` delegates to and hands off to: one per
+    agent and kind, so it remembers across the conversations it is asked into."""
+    child = f"{agent_id}/{kind}"
+    return child if len(child) <= 200 else f"{derived_id(agent_id, 'agent')}/{kind}"
+
+
+def _max_steps(run: RunState, spec: AgentSpec) -> int:
+    """The run's step budget: its spec's, or what its delegating run had left, if less."""
+    own = spec.budgets.max_steps
+    passed = run.origin.max_steps if run.origin is not None else None
+    return own if passed is None else min(own, passed)
+
+
+def _max_tokens(run: RunState, spec: AgentSpec) -> int:
+    own = spec.budgets.max_tokens
+    passed = run.origin.max_tokens if run.origin is not None else None
+    return own if passed is None else min(own, passed)
 
 
 def _start_run(state: AgentState, queued: QueuedInput, step: _Step) -> AgentState:
@@ -357,13 +458,15 @@ def _start_next(state: AgentState, step: _Step) -> AgentState:
 
 def _request_model(state: AgentState, run: RunState, step: _Step) -> AgentState:
     spec = step.spec
-    if run.steps >= spec.budgets.max_steps:
+    max_steps = _max_steps(run, spec)
+    if run.steps + run.child_steps >= max_steps:
+        children = f" ({run.child_steps} by its delegated runs)" if run.child_steps else ""
         return _fail_run(
             state,
             run,
             step,
             RunFailure.BUDGET_EXCEEDED,
-            f"max_steps: the run used all {spec.budgets.max_steps} model steps",
+            f"max_steps: the run used all {max_steps} model steps{children}",
         )
     if state.paused:
         return evolve(state, run=evolve(run, held_model_call=True))
@@ -405,6 +508,7 @@ def _on_model_completed(
 ) -> AgentState:
     _check_model_call(run, event.call_id)
     budgets = step.spec.budgets
+    max_tokens = _max_tokens(run, step.spec)
     tool_calls = tuple(
         {
             "id": i.tool_call_id,
@@ -424,16 +528,24 @@ def _on_model_completed(
         ),
     )
     state = evolve(state, run=run)
-    if run.usage.total > budgets.max_tokens:
+    used = (run.usage + run.child_usage).total
+    if used > max_tokens:
         return _fail_run(
             state,
             run,
             step,
             RunFailure.BUDGET_EXCEEDED,
-            f"max_tokens: the run used {run.usage.total} of {budgets.max_tokens}",
+            f"max_tokens: the run used {used} of {max_tokens}",
         )
     if not event.tool_calls:
         return _complete_run(state, run, step, event.content or "")
+    refused = _chain_refusal(state, run, step, event.tool_calls)
+    if refused is not None:
+        return _fail_run(state, run, step, RunFailure.DELEGATION_REFUSED, refused)
+    for intent in event.tool_calls:
+        target = step.spec.tool(intent.tool)
+        if target is not None and target.builtin is BuiltinTool.HANDOFF:
+            return _hand_off(state, run, step, target, intent)
     if run.tool_calls + len(event.tool_calls) > budgets.max_tool_calls:
         return _fail_run(
             state,
@@ -495,6 +607,8 @@ def _dispatch(
         return _remember(state, run, step, planned)
     if tool.builtin is BuiltinTool.SLEEP:
         return _sleep(state, run, step, planned)
+    if tool.builtin is BuiltinTool.DELEGATE:
+        return _delegate(state, run, step, planned, tool)
     if tool.requires_approval:
         budgets = step.spec.budgets
         # a decision cannot help a run past its deadline, so the request expires with it
@@ -716,9 +830,16 @@ def _on_callback(
     )
 
 
+_WAITS_FOR = {
+    TimerPurpose.SLEEP: "sleeping",
+    TimerPurpose.CALLBACK: "awaiting_callback",
+    TimerPurpose.DELEGATION: "delegated",
+}
+
+
 def _on_timer(state: AgentState, run: RunState, event: TimerFired, step: _Step) -> AgentState:
     pending = run.pending_tool(event.call_id)
-    waits_for = "sleeping" if event.purpose is TimerPurpose.SLEEP else "awaiting_callback"
+    waits_for = _WAITS_FOR[event.purpose]
     if pending is None or pending.status != waits_for or pending.due_at is None:
         return state  # the call ended otherwise (its callback came): recorded, ignored
     if event.envelope.occurred_at < pending.due_at:
@@ -727,6 +848,8 @@ def _on_timer(state: AgentState, run: RunState, event: TimerFired, step: _Step) 
             f"timer of call {event.call_id} fired at {event.envelope.occurred_at}, "
             f"before {pending.due_at}",
         )
+    if event.purpose is TimerPurpose.DELEGATION:
+        return _delegation_timed_out(state, run, pending, step)
     if event.purpose is TimerPurpose.SLEEP:
         woke = {"slept_until": pending.due_at.isoformat()}
         return _resolve(
@@ -796,8 +919,246 @@ def _on_approval(
     return evolve(state, run=run)
 
 
+def _chain_refusal(
+    state: AgentState, run: RunState, step: _Step, intents: list[ToolCallIntent]
+) -> str | None:
+    """Why a delegation or handoff among ``intents`` would go too deep or in a circle."""
+    origin = run.origin
+    lineage = [*(origin.lineage if origin else ()), step.spec.name]
+    depth = (origin.depth if origin else 0) + 1
+    for intent in intents:
+        target = step.spec.tool(intent.tool)
+        if target is None or target.target is None:
+            continue
+        chain = " -> ".join([*lineage, target.target])
+        if target.target in lineage:
+            return f"delegation cycle: {chain} ({target.name} asks a kind already in the chain)"
+        if depth > step.spec.budgets.max_depth:
+            return (
+                f"delegation depth {depth} is over max_depth {step.spec.budgets.max_depth}: {chain}"
+            )
+        if step.catalog.kind(target.target) is None:
+            return f"{target.name} names kind {target.target!r}, which is not served here"
+    return None
+
+
+def _origin(state: AgentState, run: RunState, step: _Step, relation: RunRelation) -> RunOrigin:
+    """The origin of a run that ``run`` starts. A delegated run answers ``run`` and gets what
+    is left of its budgets and time; a handed-off run takes over ``run``'s place: it answers
+    whoever ``run`` would have, within the same limits."""
+    parent = run.origin
+    spec = step.spec
+    origin = RunOrigin(
+        relation=relation,
+        agent_id=state.agent_id,
+        run_id=run.run_id,
+        depth=(parent.depth if parent else 0) + 1,
+        lineage=[*(parent.lineage if parent else ()), spec.name],
+    )
+    if relation is RunRelation.HANDED_OFF and parent is None:
+        return origin  # the receiving run is a root run of its own kind's budgets
+    if relation is RunRelation.HANDED_OFF:
+        assert parent is not None
+        origin = evolve(
+            origin,
+            reply_agent_id=parent.reply_agent_id,
+            reply_run_id=parent.reply_run_id,
+            reply_call_id=parent.reply_call_id,
+        )
+    else:
+        origin = evolve(origin, reply_agent_id=state.agent_id, reply_run_id=run.run_id)
+    return evolve(
+        origin,
+        max_tokens=max(0, _max_tokens(run, spec) - (run.usage + run.child_usage).total),
+        max_steps=max(0, _max_steps(run, spec) - run.steps - run.child_steps),
+        deadline_at=run.deadline_at,
+    )
+
+
+def _delegate(
+    state: AgentState, run: RunState, step: _Step, planned: PendingTool, tool: ToolSpec
+) -> PendingTool | ChatMessage:
+    """The built-in delegation: an input for the agent of the target kind, starting a run
+    whose outcome comes back as this call's result (a DelegationReturned)."""
+    assert tool.target is not None  # every delegate tool names its kind
+    task = json.loads(planned.arguments_json).get("task")
+    if not isinstance(task, str) or not task.strip():
+        return _tool_message(planned.tool_call_id, planned.tool, {"error": "task must be text"})
+    if utf8_size(task) > MAX_INPUT_TEXT_BYTES:
+        error = f"task is over {MAX_INPUT_TEXT_BYTES:,} bytes"
+        return _tool_message(planned.tool_call_id, planned.tool, {"error": error})
+    child = agent_id_of(state.agent_id, tool.target)
+    input_id = derived_id(planned.call_id, "delegated")
+    due = min(step.cause.envelope.occurred_at + timedelta(seconds=tool.timeout_s), run.deadline_at)
+    origin = _origin(state, run, step, RunRelation.DELEGATED)
+    origin = evolve(origin, reply_call_id=planned.call_id, deadline_at=due)
+    envelope = step.envelope(state, run, to_agent=child)
+    step.emits.append(
+        AgentInput(
+            envelope=evolve(envelope, event_id=input_id),
+            text=task,
+            kind=tool.target,
+            origin=origin,
+        )
+    )
+    delegated = evolve(
+        planned,
+        status="delegated",
+        child_agent_id=child,
+        child_run_id=run_id_of(input_id),
+        due_at=due,
+    )
+    step.emits.append(_timer(state, run, step, delegated, TimerPurpose.DELEGATION))
+    return delegated
+
+
+def _on_returned(
+    state: AgentState, run: RunState, event: DelegationReturned, step: _Step
+) -> AgentState:
+    pending = run.pending_tool(event.call_id)
+    if pending is None or pending.status != "delegated":
+        if event.call_id in run.finished_calls:
+            return state  # answered after its wait timed out: recorded, ignored
+        raise _Rejected(
+            DeadLetterReason.UNKNOWN_CALL, f"call {event.call_id} delegated nothing in this run"
+        )
+    run = evolve(
+        run, child_usage=run.child_usage + event.usage, child_steps=run.child_steps + event.steps
+    )
+    state = evolve(state, run=run)
+    max_tokens = _max_tokens(run, step.spec)
+    used = (run.usage + run.child_usage).total
+    if used > max_tokens:
+        return _fail_run(
+            state,
+            run,
+            step,
+            RunFailure.BUDGET_EXCEEDED,
+            f"max_tokens: the run and its delegated runs used {used} of {max_tokens}",
+        )
+    if event.status is DelegationStatus.COMPLETED:
+        result: object = event.output or ""
+    else:
+        result = {"error": event.reason or str(event.status), "status": event.status}
+    return _resolve(
+        state, run, pending, _tool_message(pending.tool_call_id, pending.tool, result), step
+    )
+
+
+def _delegation_timed_out(
+    state: AgentState, run: RunState, pending: PendingTool, step: _Step
+) -> AgentState:
+    assert pending.due_at is not None  # set for every delegated call
+    why = f"the {pending.tool} run did not answer by {pending.due_at.isoformat()}"
+    _cancel_child(state, run, step, pending, why)
+    timed_out = {"error": why, "status": DelegationStatus.TIMED_OUT}
+    return _resolve(
+        state, run, pending, _tool_message(pending.tool_call_id, pending.tool, timed_out), step
+    )
+
+
+def _cancel_child(
+    state: AgentState, run: RunState, step: _Step, pending: PendingTool, reason: str
+) -> None:
+    step.emits.append(
+        RunCancelRequested(
+            envelope=step.envelope(
+                state, run, to_agent=pending.child_agent_id, to_run=pending.child_run_id
+            ),
+            requested_by=f"agent:{state.agent_id}",
+            reason=reason,
+        )
+    )
+
+
+def _hand_off(
+    state: AgentState, run: RunState, step: _Step, tool: ToolSpec, intent: ToolCallIntent
+) -> AgentState:
+    """End the run as handed off: an input for the agent of the target kind carries the
+    conversation so far, and that agent's run continues it."""
+    assert tool.target is not None  # every handoff tool names its kind
+    note = json.loads(intent.arguments_json).get("note")
+    note = note.strip() if isinstance(note, str) else ""
+    target = agent_id_of(state.agent_id, tool.target)
+    input_id = derived_id(step.cause.envelope.event_id, "handoff")
+    question = run.messages[run.history_len].content or ""
+    step.emits.append(
+        AgentInput(
+            envelope=evolve(step.envelope(state, run, to_agent=target), event_id=input_id),
+            text=_within(note or question, MAX_INPUT_TEXT_BYTES),
+            kind=tool.target,
+            context_json=_handed_over(run),
+            origin=_origin(state, run, step, RunRelation.HANDED_OFF),
+        )
+    )
+    step.emits.append(
+        RunHandedOff(
+            **_run_totals(state, run, step),
+            to_kind=tool.target,
+            to_agent_id=target,
+            to_run_id=run_id_of(input_id),
+            note=note,
+        )
+    )
+    return _end_run(state, run, step, {"runs_handed_off": state.runs_handed_off + 1})
+
+
+def _handed_over(run: RunState) -> str:
+    """The run's conversation for the receiving agent, without the handoff call itself (no
+    result answers it), oldest messages dropped first to fit in an event."""
+    *before, last = run.messages
+    messages = [m.wire() for m in before]
+    if last.content:
+        messages.append({"role": "assistant", "content": last.content})
+    while messages:
+        encoded = json.dumps(messages, ensure_ascii=False)
+        if utf8_size(encoded) <= MAX_RESULT_BYTES:
+            return encoded
+        messages.pop(0)
+        while messages and messages[0]["role"] == "tool":  # never a result without its call
+            messages.pop(0)
+    return "[]"
+
+
+def _within(text: str, limit: int) -> str:
+    encoded = text.encode()
+    return text if len(encoded) <= limit else encoded[:limit].decode(errors="ignore")
+
+
+def _answer_origin(
+    state: AgentState,
+    run: RunState,
+    step: _Step,
+    status: DelegationStatus,
+    *,
+    output: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """A delegated run's outcome, sent back to the run waiting for it."""
+    origin = run.origin
+    if origin is None or origin.reply_call_id is None:
+        return
+    assert origin.reply_agent_id is not None and origin.reply_run_id is not None
+    step.emits.append(
+        DelegationReturned(
+            envelope=step.envelope(
+                state, run, to_agent=origin.reply_agent_id, to_run=origin.reply_run_id
+            ),
+            call_id=origin.reply_call_id,
+            child_agent_id=state.agent_id,
+            child_run_id=run.run_id,
+            status=status,
+            output=output,
+            reason=reason,
+            steps=run.steps + run.child_steps,
+            usage=run.usage + run.child_usage,
+        )
+    )
+
+
 def _complete_run(state: AgentState, run: RunState, step: _Step, output: str) -> AgentState:
     step.emits.append(RunCompleted(**_run_totals(state, run, step), output=output))
+    _answer_origin(state, run, step, DelegationStatus.COMPLETED, output=output)
     state = evolve(state, conversation=keep_turn(state.conversation, run, output, step.spec.memory))
     return _end_run(state, run, step, {"runs_completed": state.runs_completed + 1})
 
@@ -808,6 +1169,9 @@ def _fail_run(
     step.emits.append(
         RunFailed(**_run_totals(state, run, step), reason=reason, error_class=error_class)
     )
+    timed_out = error_class is RunFailure.DEADLINE_EXCEEDED
+    status = DelegationStatus.TIMED_OUT if timed_out else DelegationStatus.FAILED
+    _answer_origin(state, run, step, status, reason=f"{error_class}: {reason}")
     return _end_run(state, run, step, {"runs_failed": state.runs_failed + 1})
 
 
@@ -851,6 +1215,8 @@ def _cancel(state: AgentState, run: RunState, step: _Step, event: RunCancelReque
             cancelled_by=event.requested_by,
         )
     )
+    why = f"cancelled by {event.requested_by}" + (f": {event.reason}" if event.reason else "")
+    _answer_origin(state, run, step, DelegationStatus.CANCELLED, reason=why)
     counter = {
         "runs_cancelled": state.runs_cancelled + 1,
         "cancelled_runs": (*state.cancelled_runs, run.run_id)[-CANCELLED_WINDOW:],
@@ -915,6 +1281,10 @@ def _on_erase(state: AgentState, event: MemoryErased) -> AgentState:
 
 
 def _end_run(state: AgentState, run: RunState, step: _Step, counter: dict[str, Any]) -> AgentState:
-    """Close the run, count it, and start the next queued input, if any."""
+    """Close the run, count it, cancel the runs it still waits for, and start the next queued
+    input, if any."""
+    for pending in run.pending_tools:
+        if pending.status == "delegated":
+            _cancel_child(state, run, step, pending, f"the delegating run {run.run_id} ended")
     state = evolve(state, run=None, usage=state.usage + run.usage, **counter)
     return _start_next(state, step)

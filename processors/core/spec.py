@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -24,15 +25,20 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from agentstream.schemas.errors import ConfigurationError
 
+_KIND = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
 __all__ = [
     "AgentSpec",
     "Budgets",
     "BuiltinTool",
+    "Catalog",
     "Memory",
     "ModelSpec",
     "RetryPolicy",
     "SpecVersions",
     "ToolSpec",
+    "delegate",
+    "handoff",
     "remember",
     "sleep",
     "tool",
@@ -72,6 +78,9 @@ class Budgets(BaseModel):
     max_tokens: int = Field(default=200_000, ge=1, description="prompt + completion tokens per run")
     run_deadline_s: float = Field(default=3600.0, gt=0, description="wall time per run")
     approval_timeout_s: float = Field(default=86_400.0, gt=0, description="time to decide")
+    max_depth: int = Field(
+        default=3, ge=0, le=16, description="runs delegated or handed off in a chain from a root"
+    )
 
 
 class Memory(BaseModel):
@@ -98,6 +107,8 @@ class BuiltinTool(StrEnum):
 
     REMEMBER = "remember"
     SLEEP = "sleep"
+    DELEGATE = "delegate"
+    HANDOFF = "handoff"
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,8 @@ class ToolSpec:
     on_failure: Literal["fail_run", "report_to_model"] = "fail_run"
     func: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     builtin: BuiltinTool | None = None
+    #: the agent kind a ``delegate`` or ``handoff`` tool starts a run of
+    target: str | None = None
 
     def definition(self) -> dict[str, Any]:
         """The OpenAI-style function definition the model sees."""
@@ -200,6 +213,52 @@ remember = replace(tool(_remember), name="remember", func=None, builtin=BuiltinT
 sleep = replace(tool(_sleep), name="sleep", func=None, builtin=BuiltinTool.SLEEP)
 
 
+def _delegate(task: str) -> None:
+    """(replaced per target)"""
+
+
+def _handoff(note: str) -> None:
+    """(replaced per target)"""
+
+
+_TOOL_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def delegate(
+    kind: str, description: str = "", *, name: str | None = None, timeout_s: float = 3600.0
+) -> ToolSpec:
+    """A tool that asks an agent of ``kind`` to do a task: a child run of that kind starts with
+    the task, and its outcome is the call's result. Several calls in one step run in parallel.
+    Past ``timeout_s`` (or the run's deadline) the call ends as timed out and the child run is
+    cancelled."""
+    base = tool(_delegate)
+    return replace(
+        base,
+        name=name or f"ask_{_TOOL_NAME.sub('_', kind)}",
+        description=description
+        or f"Ask the {kind} agent to do a task; its answer comes back as this call's result.",
+        func=None,
+        builtin=BuiltinTool.DELEGATE,
+        target=kind,
+        timeout_s=timeout_s,
+    )
+
+
+def handoff(kind: str, description: str = "", *, name: str | None = None) -> ToolSpec:
+    """A tool that hands the conversation to an agent of ``kind``: this run ends as handed off
+    and that agent continues with the conversation so far, and the note."""
+    base = tool(_handoff)
+    return replace(
+        base,
+        name=name or f"handoff_to_{_TOOL_NAME.sub('_', kind)}",
+        description=description
+        or f"Hand this conversation over to the {kind} agent, with a note saying why.",
+        func=None,
+        builtin=BuiltinTool.HANDOFF,
+        target=kind,
+    )
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     """Everything the state machine needs to know about an agent.
@@ -218,6 +277,11 @@ class AgentSpec:
     def __post_init__(self) -> None:
         if self.version < 1:
             raise ConfigurationError(f"agent {self.name}: version must be 1 or more")
+        if not _KIND.fullmatch(self.name):
+            raise ConfigurationError(
+                f"agent name {self.name!r}: use letters, digits, '.', '_' or '-' (it names the "
+                "agent kind on the wire and in agent ids)"
+            )
         names = [t.name for t in self.tools]
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
@@ -258,10 +322,15 @@ class AgentSpec:
                     "retry": t.retry.model_dump(mode="json"),
                     "on_failure": t.on_failure,
                     "builtin": t.builtin,
+                    # fields added later count only when set, so that the specs written before
+                    # them keep their hash (and their runs their version)
+                    **({"target": t.target} if t.target is not None else {}),
                 }
                 for t in self.tools
             ],
-            "budgets": self.budgets.model_dump(mode="json"),
+            "budgets": self.budgets.model_dump(
+                mode="json", exclude={"max_depth"} if self.budgets.max_depth == 3 else None
+            ),
             "memory": self.memory.model_dump(mode="json"),
         }
         encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
@@ -311,3 +380,65 @@ class SpecVersions:
             if spec.version == number:
                 return spec
         return None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The agent kinds one deployment serves, each with its versions. An agent is bound to its
+    kind by its first input; an input naming no kind gets ``default`` (the first kind given)."""
+
+    kinds: tuple[SpecVersions, ...]
+
+    def __post_init__(self) -> None:
+        if not self.kinds:
+            raise ConfigurationError("no agent spec given")
+        names = [k.newest.name for k in self.kinds]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"an agent kind given twice: {names}")
+        for versions in self.kinds:
+            for spec in versions.versions:
+                for t in spec.tools:
+                    if t.target is not None and t.target not in names:
+                        raise ConfigurationError(
+                            f"agent {spec.label}: tool {t.name} names kind {t.target!r}, "
+                            f"which this deployment does not serve (it serves {names})",
+                            hint="pass that kind's spec too (--spec once per kind)",
+                        )
+
+    @classmethod
+    def of(
+        cls, specs: AgentSpec | SpecVersions | Catalog | Iterable[AgentSpec | SpecVersions]
+    ) -> Catalog:
+        """A catalog of one spec, one spec's versions, or several (grouped by name, in the
+        order of their first appearance)."""
+        if isinstance(specs, Catalog):
+            return specs
+        if isinstance(specs, AgentSpec | SpecVersions):
+            return cls((SpecVersions.of(specs),))
+        grouped: dict[str, list[AgentSpec]] = {}
+        for item in specs:
+            for spec in SpecVersions.of(item).versions:
+                grouped.setdefault(spec.name, []).append(spec)
+        return cls(tuple(SpecVersions(tuple(v)) for v in grouped.values()))
+
+    @property
+    def default(self) -> SpecVersions:
+        return self.kinds[0]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(k.newest.name for k in self.kinds)
+
+    def kind(self, name: str | None) -> SpecVersions | None:
+        """The versions of kind ``name`` (the default for None); None when not served."""
+        if name is None:
+            return self.default
+        for versions in self.kinds:
+            if versions.newest.name == name:
+                return versions
+        return None
+
+    @property
+    def specs(self) -> tuple[AgentSpec, ...]:
+        """Every version of every kind (what the workers load tools and models from)."""
+        return tuple(s for k in self.kinds for s in k.versions)

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentstream.schemas.errors import ConfigurationError
-from agentstream.schemas.events import TokenUsage
+from agentstream.schemas.events import RunOrigin, TokenUsage
 
 __all__ = [
     "CANCELLED_WINDOW",
@@ -35,10 +35,13 @@ __all__ = [
 DEDUPE_WINDOW = 512
 #: How many cancelled runs an agent remembers, to record and ignore their late results.
 CANCELLED_WINDOW = 32
-#: The snapshot's format: 2 added memory, pause, pinned spec versions and waits (see upcast).
-STATE_FORMAT = 2
+#: The snapshot's format: 2 added memory, pause, pinned spec versions and waits; 3 the agent's
+#: kind and runs started by other agents' runs (see upcast).
+STATE_FORMAT = 3
 
-AgentStatus = Literal["idle", "running", "awaiting_approval", "waiting", "sleeping", "paused"]
+AgentStatus = Literal[
+    "idle", "running", "awaiting_approval", "waiting", "sleeping", "delegating", "paused"
+]
 
 _Value = TypeVar("_Value", bound=BaseModel)
 
@@ -88,17 +91,22 @@ class PendingTool(_Frozen):
 
     ``held``: planned while the agent was paused, dispatched when it resumes.
     ``awaiting_callback``: the tool answered that another system completes it (``callback_id``,
-    by ``due_at``); ``sleeping``: the built-in sleep, until ``due_at``."""
+    by ``due_at``); ``sleeping``: the built-in sleep, until ``due_at``; ``delegated``: a run of
+    another agent (``child_agent_id``, ``child_run_id``) answers it, by ``due_at``."""
 
     call_id: str
     tool_call_id: str
     tool: str
     arguments_json: str
     arguments_hash: str
-    status: Literal["awaiting_approval", "requested", "held", "awaiting_callback", "sleeping"]
+    status: Literal[
+        "awaiting_approval", "requested", "held", "awaiting_callback", "sleeping", "delegated"
+    ]
     approval_expires_at: datetime | None = None
     callback_id: str | None = None
     due_at: datetime | None = None
+    child_agent_id: str | None = None
+    child_run_id: str | None = None
 
 
 class Turn(_Frozen):
@@ -126,6 +134,11 @@ class QueuedInput(_Frozen):
     event_id: str
     text: str
     occurred_at: datetime
+    #: the conversation's correlation id (None: this input starts a conversation)
+    correlation_id: str | None = None
+    #: the messages handed over with the input (a handoff's conversation so far)
+    context: tuple[ChatMessage, ...] = ()
+    origin: RunOrigin | None = None
 
 
 class RunState(_Frozen):
@@ -149,6 +162,11 @@ class RunState(_Frozen):
     history_len: int = 0
     #: the next model call was due while the agent was paused
     held_model_call: bool = False
+    #: set when another agent's run started this one
+    origin: RunOrigin | None = None
+    #: what the run's delegated runs used: it counts against the run's budgets
+    child_usage: TokenUsage = Field(default_factory=TokenUsage)
+    child_steps: int = 0
 
     def pending_tool(self, call_id: str) -> PendingTool | None:
         for pending in self.pending_tools:
@@ -174,6 +192,10 @@ class AgentState(_Frozen):
     facts: tuple[Fact, ...] = ()
     runs_cancelled: int = 0
     cancelled_runs: tuple[str, ...] = ()
+    #: the agent kind (spec name) serving this agent, bound by its first input; None for an
+    #: agent that had no input yet, or one from before kinds (served by the default kind)
+    kind: str | None = None
+    runs_handed_off: int = 0
 
     @property
     def status(self) -> AgentStatus:
@@ -188,7 +210,14 @@ class AgentState(_Frozen):
             return "waiting"
         if statuses == {"sleeping"}:
             return "sleeping"
+        if "delegated" in statuses:
+            return "delegating"
         return "running"
+
+    @property
+    def runs_total(self) -> int:
+        """Runs ended, however they ended."""
+        return self.runs_completed + self.runs_failed + self.runs_cancelled + self.runs_handed_off
 
     def fact(self, key: str) -> Fact | None:
         for fact in self.facts:
@@ -237,6 +266,9 @@ def upcast(data: dict[str, Any], state_format: int) -> dict[str, Any]:
                 "held_model_call": False,
             }
         state_format = 2
+    if state_format == 2:
+        # Format 3 only added fields with empty defaults (kind None: the default kind).
+        state_format = 3
     if state_format != STATE_FORMAT:
         raise ConfigurationError(
             f"an agent snapshot is in state format {state_format}; this code reads formats 1 "

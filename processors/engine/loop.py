@@ -36,7 +36,7 @@ from confluent_kafka import (
 )
 
 from agentstream.processors.core.machine import Duplicate, Rejected, transition
-from agentstream.processors.core.spec import AgentSpec, SpecVersions
+from agentstream.processors.core.spec import AgentSpec, Catalog, SpecVersions
 from agentstream.processors.core.state import STATE_FORMAT, AgentState
 from agentstream.processors.engine.restore import KeptStates, committed_offsets, read_changelog
 from agentstream.schemas.errors import DeliveryError, ServiceUnavailableError
@@ -77,7 +77,6 @@ __all__ = [
     "PROCESSOR_INPUTS",
     "EngineStats",
     "ProcessorEngine",
-    "SpecResolver",
 ]
 
 log = get_logger(__name__)
@@ -92,8 +91,6 @@ def _is_fatal(exc: BaseException) -> bool:
     error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
     return isinstance(error, KafkaError) and error.fatal()
 
-
-SpecResolver = Callable[[str], AgentSpec | SpecVersions]
 
 #: what a batch (or its recovery) may fail with while the broker is away or restarting: retried
 #: from the log. ServiceUnavailableError too: a log-end query answered "broker handle destroyed"
@@ -141,7 +138,7 @@ class ProcessorEngine(Service):
     def __init__(
         self,
         settings: Settings,
-        spec: AgentSpec | SpecVersions | SpecResolver,
+        spec: AgentSpec | SpecVersions | Catalog,
         *,
         serde: EventSerde,
         group_id: str = "agentstream-processor",
@@ -151,11 +148,7 @@ class ProcessorEngine(Service):
         transactional: bool = False,
     ) -> None:
         self.settings = settings
-        if callable(spec):
-            self._spec_for: SpecResolver = spec
-        else:
-            versions = SpecVersions.of(spec)  # once, not per event
-            self._spec_for = lambda _agent: versions
+        self.catalog = Catalog.of(spec)  # once, not per event
         self.serde = serde
         self.group_id = group_id
         self.batch_size = batch_size
@@ -361,7 +354,7 @@ class ProcessorEngine(Service):
         for partition, changelog in found.items():
             for agent_id, outbox in changelog.undelivered():
                 for record in outbox:
-                    self._produce(record.topic, agent_id.encode(), record.value)
+                    self._produce(record.topic, (record.key or agent_id).encode(), record.value)
                     resent += 1
             if changelog.last_snapshot_offset > changelog.marked_through:
                 self._snapshot_offsets[partition] = changelog.last_snapshot_offset
@@ -422,7 +415,7 @@ class ProcessorEngine(Service):
             for record, traceparent in zip(outbox, traces, strict=True):
                 self._produce(
                     record.topic,
-                    agent_id.encode(),
+                    (record.key or agent_id).encode(),
                     record.value,
                     headers=[(tracing.TRACEPARENT, traceparent)],
                 )
@@ -483,7 +476,7 @@ class ProcessorEngine(Service):
             self._forward(batch, msg, home)
             return
         states = self._states.setdefault(partition, {})
-        decision = transition(states.get(agent_id), event, self._spec_for(agent_id))
+        decision = transition(states.get(agent_id), event, self.catalog)
         if isinstance(decision, Duplicate):
             self.stats.duplicates += 1
             return
@@ -503,8 +496,13 @@ class ProcessorEngine(Service):
         )
         for emitted in decision.emits:
             topic_name = self.settings.topic(topic_for(type(emitted)).name)
+            key = emitted.envelope.agent_id
             outbox.append(
-                OutboxRecord(topic=topic_name, value=self.serde.encode(topic_name, emitted))
+                OutboxRecord(
+                    topic=topic_name,
+                    value=self.serde.encode(topic_name, emitted),
+                    key=None if key == agent_id else key,
+                )
             )
             traces.append(tracing.child_span(type(emitted).__name__, parent))
             batch.produced[(topic_name, type(emitted).__name__)] += 1

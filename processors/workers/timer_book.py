@@ -23,9 +23,7 @@ from agentstream.schemas.events import (
     ApprovalGranted,
     ApprovalRequested,
     AvroRecord,
-    RunCancelled,
-    RunCompleted,
-    RunFailed,
+    RunOutcome,
     TimerFired,
     TimerSet,
 )
@@ -41,7 +39,7 @@ __all__ = [
 T = TypeVar("T")
 Due = ApprovalRequested | TimerSet
 Decision = ApprovalGranted | ApprovalDenied | ApprovalExpired
-Outcome = RunCompleted | RunFailed | RunCancelled
+Outcome = RunOutcome
 
 #: Ended runs remembered once caught up: live, an outcome can still be read just before a
 #: timer its run set earlier (two topics, one poll), never long before.
@@ -166,7 +164,7 @@ class PartitionBook:
         elif isinstance(record, TimerFired):
             if self.timers.pop(record.timer_id) is None and not self.caught_up:
                 self._early_fired.add(record.timer_id)
-        elif isinstance(record, RunCompleted | RunFailed | RunCancelled):
+        elif isinstance(record, RunOutcome):
             self._on_outcome(record)
 
     def due(self, now: datetime) -> list[Due]:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from agentstream.processors.loading import DEFAULT_SPEC, load_specs
+from agentstream.processors.loading import DEFAULT_SPEC, load_catalog
 from agentstream.streams.runtime.gc_tuning import collect_rarely
 from agentstream.streams.runtime.health import observability
 from agentstream.streams.runtime.settings import load_settings
@@ -26,9 +26,10 @@ def processor_run(
         list[str] | None,
         typer.Option(
             "--spec",
-            help="The agent, as package.module:attribute: an AgentSpec, or a list of its "
-            "versions; repeatable, one per version. New runs start on the newest version, "
-            "runs in flight finish on the one they started on.",
+            help="The agents, as package.module:attribute: an AgentSpec, a list of specs, or a "
+            "Catalog; repeatable. Specs of one name are versions of one kind (new runs start on "
+            "the newest, runs in flight finish on theirs); each name is a kind served here, the "
+            "first the default for inputs that name none.",
         ),
     ] = None,
     group: Annotated[str, typer.Option(help="Consumer group shared by all instances.")] = (
@@ -46,13 +47,12 @@ def processor_run(
     from agentstream.streams.serde import EventSerde, registry_client
 
     settings = load_settings()
-    versions = load_specs(spec or [DEFAULT_SPEC])
-    agent = versions.newest
+    catalog = load_catalog(spec or [DEFAULT_SPEC])
     ensure_topics(settings)
     serde = EventSerde(registry_client(settings.require_schema_registry_url()))
     engine = ProcessorEngine(
         settings,
-        versions,
+        catalog,
         serde=serde,
         group_id=group,
         batch_size=batch_size,
@@ -61,10 +61,11 @@ def processor_run(
     )
     engine.install_signal_handlers()
     collect_rarely()
-    served = ", ".join(f"v{v.version} ({v.content_hash})" for v in versions.versions)
-    err.print(
-        f"processor running agent {agent.name!r} {served} in group {group!r}; Ctrl-C stops it"
+    served = "; ".join(
+        f"{k.newest.name!r} " + ", ".join(f"v{v.version} ({v.content_hash})" for v in k.versions)
+        for k in catalog.kinds
     )
+    err.print(f"processor running agents {served} in group {group!r}; Ctrl-C stops it")
     with observability("processor", engine.readiness, settings, metrics_port):
         stats = engine.run()
     err.print(

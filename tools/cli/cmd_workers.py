@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agentstream.processors.loading import DEFAULT_SPEC, load_specs
+from agentstream.processors.loading import DEFAULT_SPEC, load_catalog
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.streams.runtime.health import observability
 from agentstream.streams.runtime.settings import load_settings
@@ -67,7 +67,7 @@ def worker_tools_run(
 
     settings = load_settings()
     # every version's tools: a run pinned to an older version still calls its own
-    agents = [v for path in spec or [DEFAULT_SPEC] for v in load_specs([path]).versions]
+    agents = list(load_catalog(spec or [DEFAULT_SPEC]).specs)
     ensure_topics(settings)
     worker = ToolWorker(
         settings,
@@ -124,7 +124,7 @@ def worker_models_run(
     providers = [ProviderConfig.parse(p, rate_limit) for p in provider or []]
     known = {p.name for p in providers} | {"scripted"}
     for path in spec or []:
-        models = [v.model for v in load_specs([path]).versions]
+        models = [v.model for v in load_catalog([path]).specs]
         for name in {n for m in models for n in (m.provider, m.fallback_provider) if n}:
             if name not in known:
                 raise ConfigurationError(
