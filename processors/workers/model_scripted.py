@@ -6,7 +6,8 @@ text (with ``recall``, also in the user's earlier messages the run starts with, 
 what the agent remembers from past runs) and every placeholder of its arguments resolves.
 Placeholders: ``{text}`` (the user's text), the named groups of every matching rule's pattern
 so far (``{order_id}``), and ``{result.TOOL.FIELD}`` (a field of that tool's latest JSON
-result). A value that is a single placeholder keeps the placeholder's JSON type.
+result). A value that is a single placeholder keeps the placeholder's JSON type. Rules sharing
+a ``group`` fire together: the reply asks for every one of them that fires now, in parallel.
 
 A script comes from the model call's parameters (``{"script": {"rules": [...]}}``, so an agent
 spec can carry its own) or by the model's name from the built-in scripts (``support-script``
@@ -45,6 +46,8 @@ class ScriptRule(BaseModel):
     tool: str
     arguments: dict[str, Any] = Field(default_factory=dict)
     recall: bool = False
+    #: rules of one group fire together, in one reply (parallel calls: delegations, say)
+    group: str | None = None
 
 
 class Script(BaseModel):
@@ -122,7 +125,11 @@ class ScriptedModel:
         }
         results = _tool_results(messages)
         values: dict[str, Any] = {"text": text}
+        intents: list[ToolCallIntent] = []
+        fired_group: str | None = None
         for index, rule in enumerate(script.rules):
+            if intents and rule.group != fired_group:
+                continue  # once a group fired, only its other rules join the reply
             searched = said if rule.recall else said[:1]
             match = next(
                 (m for t in searched if (m := re.search(rule.when, t, re.IGNORECASE))), None
@@ -137,10 +144,17 @@ class ScriptedModel:
                 arguments = {k: _render(v, values, results) for k, v in rule.arguments.items()}
             except _Unresolved:
                 continue
-            intent = ToolCallIntent(
-                tool_call_id=call_id, tool=rule.tool, arguments_json=canonical_json(arguments)
+            intents.append(
+                ToolCallIntent(
+                    tool_call_id=call_id, tool=rule.tool, arguments_json=canonical_json(arguments)
+                )
             )
-            return ModelResponse(None, [intent], _usage(messages, intent.arguments_json))
+            fired_group = rule.group
+            if rule.group is None:
+                break
+        if intents:
+            said_now = "".join(i.arguments_json for i in intents)
+            return ModelResponse(None, intents, _usage(messages, said_now))
         values["summary"] = _summary(messages)
         try:
             answer = str(_render(script.answer, values, results))
