@@ -236,6 +236,9 @@ class RunOrigin(AvroRecord):
     max_tokens: int | None = Field(default=None, ge=0)
     max_steps: int | None = Field(default=None, ge=0)
     deadline_at: Millis | None = None
+    max_depth: int | None = Field(default=None, ge=0)
+    carried_steps: int = Field(default=0, ge=0)
+    carried_usage: TokenUsage | None = None
 
 
 class AgentInput(Event):

@@ -28,6 +28,7 @@ from agentstream.processors.core.state import (
     AgentState,
     ChatMessage,
     Fact,
+    Handoff,
     PendingTool,
     QueuedInput,
     RunState,
@@ -61,6 +62,7 @@ from agentstream.schemas.events import (
     TimerFired,
     TimerPurpose,
     TimerSet,
+    TokenUsage,
     ToolCallCompleted,
     ToolCallFailed,
     ToolCallIntent,
@@ -368,6 +370,10 @@ def _on_input(state: AgentState, event: AgentInput, step: _Step) -> AgentState:
         context=_context(event.context_json),
         origin=event.origin,
     )
+    if run_id_of(queued.event_id) in state.cancelled_runs:  # its cancel came first
+        run = _new_run(state, queued, step)
+        by = f"agent:{run.origin.agent_id}" if run.origin else SOURCE
+        return _cancel(state, run, step, by, "cancelled before its input arrived")
     run = state.run
     if run is not None and event.envelope.occurred_at > run.deadline_at:
         state = _past_deadline(state, run, step)
@@ -435,6 +441,13 @@ def _max_steps(run: RunState, spec: AgentSpec) -> int:
     """The run's step budget: its spec's, or what its delegating run had left, if less."""
     own = spec.budgets.max_steps
     passed = run.origin.max_steps if run.origin is not None else None
+    return own if passed is None else min(own, passed)
+
+
+def _max_depth(run: RunState, spec: AgentSpec) -> int:
+    """How deep the chain may go: the root run's limit rules the runs it leads to."""
+    own = spec.budgets.max_depth
+    passed = run.origin.max_depth if run.origin is not None else None
     return own if passed is None else min(own, passed)
 
 
@@ -926,6 +939,7 @@ def _chain_refusal(
     origin = run.origin
     lineage = [*(origin.lineage if origin else ()), step.spec.name]
     depth = (origin.depth if origin else 0) + 1
+    max_depth = _max_depth(run, step.spec)
     for intent in intents:
         target = step.spec.tool(intent.tool)
         if target is None or target.target is None:
@@ -933,10 +947,8 @@ def _chain_refusal(
         chain = " -> ".join([*lineage, target.target])
         if target.target in lineage:
             return f"delegation cycle: {chain} ({target.name} asks a kind already in the chain)"
-        if depth > step.spec.budgets.max_depth:
-            return (
-                f"delegation depth {depth} is over max_depth {step.spec.budgets.max_depth}: {chain}"
-            )
+        if depth > max_depth:
+            return f"delegation depth {depth} is over max_depth {max_depth}: {chain}"
         if step.catalog.kind(target.target) is None:
             return f"{target.name} names kind {target.target!r}, which is not served here"
     return None
@@ -954,16 +966,21 @@ def _origin(state: AgentState, run: RunState, step: _Step, relation: RunRelation
         run_id=run.run_id,
         depth=(parent.depth if parent else 0) + 1,
         lineage=[*(parent.lineage if parent else ()), spec.name],
+        max_depth=_max_depth(run, spec),
     )
     if relation is RunRelation.HANDED_OFF and parent is None:
         return origin  # the receiving run is a root run of its own kind's budgets
     if relation is RunRelation.HANDED_OFF:
         assert parent is not None
+        # the receiver answers for this run too: what it spent goes with the answer
+        carried = parent.carried_usage or TokenUsage()
         origin = evolve(
             origin,
             reply_agent_id=parent.reply_agent_id,
             reply_run_id=parent.reply_run_id,
             reply_call_id=parent.reply_call_id,
+            carried_steps=parent.carried_steps + run.steps + run.child_steps,
+            carried_usage=carried + run.usage + run.child_usage,
         )
     else:
         origin = evolve(origin, reply_agent_id=state.agent_id, reply_run_id=run.run_id)
@@ -1029,9 +1046,13 @@ def _on_returned(
     max_tokens = _max_tokens(run, step.spec)
     used = (run.usage + run.child_usage).total
     if used > max_tokens:
+        # the run that answered has ended: failing must not cancel it with the calls left
+        answered = evolve(
+            run, pending_tools=tuple(p for p in run.pending_tools if p.call_id != event.call_id)
+        )
         return _fail_run(
-            state,
-            run,
+            evolve(state, run=answered),
+            answered,
             step,
             RunFailure.BUDGET_EXCEEDED,
             f"max_tokens: the run and its delegated runs used {used} of {max_tokens}",
@@ -1100,7 +1121,12 @@ def _hand_off(
             note=note,
         )
     )
-    return _end_run(state, run, step, {"runs_handed_off": state.runs_handed_off + 1})
+    handoff = Handoff(run_id=run.run_id, to_agent_id=target, to_run_id=run_id_of(input_id))
+    counter = {
+        "runs_handed_off": state.runs_handed_off + 1,
+        "handoffs": (*state.handoffs, handoff)[-CANCELLED_WINDOW:],
+    }
+    return _end_run(state, run, step, counter)
 
 
 def _handed_over(run: RunState) -> str:
@@ -1150,8 +1176,8 @@ def _answer_origin(
             status=status,
             output=output,
             reason=reason,
-            steps=run.steps + run.child_steps,
-            usage=run.usage + run.child_usage,
+            steps=run.steps + run.child_steps + origin.carried_steps,
+            usage=run.usage + run.child_usage + (origin.carried_usage or TokenUsage()),
         )
     )
 
@@ -1192,13 +1218,22 @@ def _on_cancel(state: AgentState, event: RunCancelRequested, step: _Step) -> Age
     target = event.envelope.run_id
     run = state.run
     if run is not None and target in (None, run.run_id):
-        return _cancel(state, run, step, event)
+        return _cancel(state, run, step, event.requested_by, event.reason)
     for queued in state.queue:
         if run_id_of(queued.event_id) == target:  # not started yet: it never will
             state = evolve(state, queue=tuple(q for q in state.queue if q is not queued))
-            return _cancel(state, _new_run(state, queued, step), step, event)
+            run = _new_run(state, queued, step)
+            return _cancel(state, run, step, event.requested_by, event.reason)
     if target in state.cancelled_runs:
         return state  # cancelled already
+    for handoff in state.handoffs:
+        if handoff.run_id == target:  # the run that took over is the one to stop
+            _pass_cancel_on(state, handoff, step, event)
+            return state
+    if target is not None and event.envelope.source == SOURCE:
+        # An agent's cancel of its delegated run: it may overtake the run's input (another
+        # topic) or cross its answer. Kept, so the input is cancelled when it arrives.
+        return evolve(state, cancelled_runs=(*state.cancelled_runs, target)[-CANCELLED_WINDOW:])
     raise _Rejected(
         DeadLetterReason.UNKNOWN_RUN,
         f"no run {target} to cancel: it ended, or never started"
@@ -1207,15 +1242,35 @@ def _on_cancel(state: AgentState, event: RunCancelRequested, step: _Step) -> Age
     )
 
 
-def _cancel(state: AgentState, run: RunState, step: _Step, event: RunCancelRequested) -> AgentState:
+def _pass_cancel_on(
+    state: AgentState, handoff: Handoff, step: _Step, event: RunCancelRequested
+) -> None:
+    cause = step.cause.envelope
     step.emits.append(
-        RunCancelled(
-            **_run_totals(state, run, step),
+        RunCancelRequested(
+            envelope=Envelope(
+                event_id=derived_id(cause.event_id, "emit", len(step.emits)),
+                agent_id=handoff.to_agent_id,
+                tenant_id=state.tenant_id,
+                run_id=handoff.to_run_id,
+                correlation_id=cause.correlation_id,
+                causation_id=cause.event_id,
+                occurred_at=cause.occurred_at,
+                source=SOURCE,
+            ),
+            requested_by=event.requested_by,
             reason=event.reason,
-            cancelled_by=event.requested_by,
         )
     )
-    why = f"cancelled by {event.requested_by}" + (f": {event.reason}" if event.reason else "")
+
+
+def _cancel(
+    state: AgentState, run: RunState, step: _Step, requested_by: str, reason: str
+) -> AgentState:
+    step.emits.append(
+        RunCancelled(**_run_totals(state, run, step), reason=reason, cancelled_by=requested_by)
+    )
+    why = f"cancelled by {requested_by}" + (f": {reason}" if reason else "")
     _answer_origin(state, run, step, DelegationStatus.CANCELLED, reason=why)
     counter = {
         "runs_cancelled": state.runs_cancelled + 1,

@@ -23,6 +23,7 @@ __all__ = [
     "AgentStatus",
     "ChatMessage",
     "Fact",
+    "Handoff",
     "PendingTool",
     "QueuedInput",
     "RunState",
@@ -130,6 +131,14 @@ class Fact(_Frozen):
     recorded_by: str
 
 
+class Handoff(_Frozen):
+    """A run this agent handed to another: a cancel of it is passed on to the run that took over."""
+
+    run_id: str
+    to_agent_id: str
+    to_run_id: str
+
+
 class QueuedInput(_Frozen):
     event_id: str
     text: str
@@ -196,6 +205,8 @@ class AgentState(_Frozen):
     #: agent that had no input yet, or one from before kinds (served by the default kind)
     kind: str | None = None
     runs_handed_off: int = 0
+    #: the latest runs handed to another agent (at most CANCELLED_WINDOW)
+    handoffs: tuple[Handoff, ...] = ()
 
     @property
     def status(self) -> AgentStatus:

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentstream.processors.core.machine import Decision, Duplicate, Rejected, transition
-from agentstream.processors.core.spec import AgentSpec, SpecVersions
+from agentstream.processors.core.spec import Catalog, SpecVersions
 from agentstream.processors.core.state import AgentState
-from agentstream.processors.replay.history import AgentHistory
+from agentstream.processors.replay.history import AgentHistory, Served
 from agentstream.schemas.events import (
     Event,
     ModelCallRequested,
     RunCancelled,
     RunCompleted,
     RunFailed,
+    RunHandedOff,
 )
 
 __all__ = [
@@ -33,7 +35,9 @@ __all__ = [
     "as_json",
     "compare",
     "diff_outputs",
+    "plain",
     "replay_agent",
+    "replay_inputs",
 ]
 
 Verdict = Literal["same", "changed", "missing", "new"]
@@ -63,6 +67,8 @@ class StepDiff:
     outputs: tuple[OutputDiff, ...]
     rejection: str | None = None
     duplicate: bool = False
+    #: recorded, but not sent in this replay (an answer a child no longer sends): not applied
+    withheld: bool = False
 
     @property
     def identical(self) -> bool:
@@ -76,6 +82,8 @@ class AgentReplay:
     state: AgentState | None = None
     #: recorded outputs whose causing input is not in the history (e.g. past retention)
     orphans: int = 0
+    #: what the replay emitted, in order
+    emitted: list[Event] = field(default_factory=list)
 
     @property
     def identical(self) -> bool:
@@ -94,6 +102,8 @@ class AgentReplay:
             waits.append(f"model call {run.pending_model_call}")
         for pending in run.pending_tools:
             what = _WAITS_FOR[pending.status]
+            if pending.status == "delegated":
+                what = f"{what} {pending.child_agent_id} to"
             waits.append(f"{what} {pending.tool} call {pending.call_id}")
         return waits
 
@@ -110,25 +120,41 @@ _WAITS_FOR = {
     "held": "a resume, for",
     "awaiting_callback": "a callback to",
     "sleeping": "the end of a sleep,",
+    "delegated": "the answer of",
 }
 
 
-def replay_agent(history: AgentHistory, spec: AgentSpec | SpecVersions) -> AgentReplay:
+def replay_agent(history: AgentHistory, spec: Served) -> AgentReplay:
     """Fold ``history``'s inputs through ``spec`` and diff each step's outputs.
 
-    Given several versions, each run replays on the version it recorded (when it is among
-    them), as the processor pinned it; given one, every run replays on it (a what-if)."""
-    specs = SpecVersions.of(spec)
+    Given several versions of the agent's kind, each run replays on the version it recorded
+    (when it is among them), as the processor pinned it; given one, every run replays on it
+    (a what-if)."""
+    return replay_inputs(history, history.applied_order(spec), spec)
+
+
+def replay_inputs(
+    history: AgentHistory, inputs: list[Event], spec: Served, withheld: Collection[str] = ()
+) -> AgentReplay:
+    """Fold ``inputs`` (``history``'s, in the order to apply them, or others in their place)
+    through ``spec`` and diff each step's outputs with those ``history`` recorded. The inputs
+    whose ids are ``withheld`` are not applied: each of their recorded outputs is missing."""
+    catalog = Catalog.of(spec)
     recorded = history.caused()
     pinned = _recorded_versions(history)
     result = AgentReplay(history.agent_id)
     state: AgentState | None = None
     applied: set[str] = set()
-    for index, event in enumerate(history.applied_order(specs), start=1):
-        decision = _pinned_transition(state, event, specs, pinned)
-        state = decision.state
+    for index, event in enumerate(inputs, start=1):
         event_id = event.envelope.event_id
         applied.add(event_id)
+        if event_id in withheld:
+            missing = diff_outputs(recorded.get(event_id, []), [])
+            result.steps.append(StepDiff(index, event, missing, withheld=True))
+            continue
+        decision = _pinned_transition(state, event, catalog, pinned)
+        state = decision.state
+        result.emitted += decision.emits
         outputs = diff_outputs(recorded.get(event_id, []), list(decision.emits))
         rejection = None
         if isinstance(decision, Rejected):
@@ -147,7 +173,10 @@ def _recorded_versions(history: AgentHistory) -> dict[str, int]:
         event = item.event
         run_id = event.envelope.run_id
         if (
-            isinstance(event, ModelCallRequested | RunCompleted | RunFailed | RunCancelled)
+            isinstance(
+                event,
+                ModelCallRequested | RunCompleted | RunFailed | RunCancelled | RunHandedOff,
+            )
             and event.spec_version is not None
             and run_id is not None
         ):
@@ -156,20 +185,26 @@ def _recorded_versions(history: AgentHistory) -> dict[str, int]:
 
 
 def _pinned_transition(
-    state: AgentState | None, event: Event, specs: SpecVersions, pinned: dict[str, int]
+    state: AgentState | None, event: Event, catalog: Catalog, pinned: dict[str, int]
 ) -> Decision:
     """``transition``, with a run that starts here started on its recorded version: the
-    processor started it on the newest version it served then, which may be older than the
-    newest given now."""
-    decision = transition(state, event, specs)
+    processor started it on the newest version of the agent's kind it served then, which may
+    be older than the newest given now."""
+    decision = transition(state, event, catalog)
     run = decision.state.run
     before = state.run.run_id if state is not None and state.run is not None else None
     if run is None or run.run_id == before or run.run_id not in pinned:
         return decision
     want = pinned[run.run_id]
-    if want == run.spec_version or specs.version(want) is None:
+    kind = catalog.kind(decision.state.kind)
+    if kind is None or want == run.spec_version or kind.version(want) is None:
         return decision
-    return transition(state, event, specs.up_to(want))
+    return transition(state, event, _served_up_to(catalog, kind, want))
+
+
+def _served_up_to(catalog: Catalog, kind: SpecVersions, number: int) -> Catalog:
+    """``catalog`` as it was when version ``number`` of ``kind`` was its newest."""
+    return Catalog(tuple(k.up_to(number) if k is kind else k for k in catalog.kinds))
 
 
 def diff_outputs(recorded: list[Event], replayed: list[Event]) -> tuple[OutputDiff, ...]:
@@ -184,7 +219,7 @@ def diff_outputs(recorded: list[Event], replayed: list[Event]) -> tuple[OutputDi
         elif new is None:
             diffs.append(OutputDiff("missing", event_id, type(old).__name__))
         else:
-            changes = tuple(compare(_plain(old), _plain(new)))
+            changes = tuple(compare(plain(old), plain(new)))
             if type(old) is not type(new):
                 changes = (Change("type", type(old).__name__, type(new).__name__), *changes)
             verdict: Verdict = "changed" if changes else "same"
@@ -192,7 +227,8 @@ def diff_outputs(recorded: list[Event], replayed: list[Event]) -> tuple[OutputDi
     return tuple(diffs)
 
 
-def _plain(event: Event) -> Any:
+def plain(event: Event) -> Any:
+    """The event as JSON, with the JSON held in its strings parsed."""
     data = event.model_dump(mode="json")
     # JSON held in strings (messages, tools, arguments) is compared as JSON, field by field
     for key, value in list(data.items()):
@@ -238,6 +274,7 @@ def as_json(result: AgentReplay) -> dict[str, Any]:
                     "event_id": step.cause.envelope.event_id,
                 },
                 "rejection": step.rejection,
+                "withheld": step.withheld,
                 "outputs": [
                     {
                         "verdict": o.verdict,

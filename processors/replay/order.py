@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from agentstream.processors.core.machine import Applied, transition
-from agentstream.processors.core.spec import AgentSpec, SpecVersions
+from agentstream.processors.core.spec import AgentSpec, Catalog, SpecVersions
 from agentstream.processors.core.state import AgentState
 from agentstream.schemas.events import Event
 
@@ -40,7 +40,7 @@ class Queued:
 def processor_order(
     streams: Sequence[Sequence[Queued]],
     caused: Mapping[str, frozenset[str]],
-    spec: AgentSpec | SpecVersions,
+    spec: AgentSpec | SpecVersions | Catalog,
 ) -> list[Event]:
     """Interleave ``streams`` (each in the order the processor consumes it) the way the
     processor did, given ``caused``: event id -> ids of the outputs the log records for it."""
@@ -62,7 +62,7 @@ def _choose(
     candidates: list[tuple[Queued, int]],
     state: AgentState | None,
     caused: Mapping[str, frozenset[str]],
-    spec: AgentSpec | SpecVersions,
+    spec: AgentSpec | SpecVersions | Catalog,
 ) -> tuple[int, AgentState]:
     """The stream whose next event the processor applied next, and the state after it."""
     first: tuple[int, AgentState] | None = None

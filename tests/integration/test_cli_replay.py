@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 from harness import SUPPORT_DIR, ServiceProcess, TopicCollector, read_to_end
 from histories import Placed, drive, make_input
 from projection_support import drop_schemas, produce
-from world import respond
+from world import Team, respond, team
 
 from agentstream.projections.database import connect
 from agentstream.schemas.events import ApprovalRequested, Event, ModelCallRequested
@@ -121,6 +121,39 @@ def test_agent_replay_of_a_stuck_agent_says_what_its_run_waits_for(
     result = json.loads(as_json.stdout)
     assert result["open_run"] == state.run.run_id
     assert result["waiting_for"] == [f"approval of refund call {pending.call_id}"]
+
+
+def test_agent_replay_of_a_team_uses_the_recorded_answers_unless_told_to_replay_children(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    squad = Team(team())
+    emitted = squad.run(make_input("tm", 0, "ask_researcher ask_writer: where is o-1?"))
+    assert squad.rejected == []
+    on_topics = {e.envelope.event_id: e for e in [*squad.delivered, *emitted]}
+    produce(isolated, placed(list(on_topics.values())))
+
+    # the parent's tasks for its children and the children's answers are keyed to the agent
+    # they went to, on its partitions: both replay identically all the same
+    for agent in ("tm", "tm/writer"):
+        same = cli(isolated, tmp_path, "replay", "agent", agent, "--spec", "world:team")
+        assert same.returncode == 0, same.stdout + same.stderr
+        assert "identical: " in same.stdout and " new" not in same.stdout, same.stdout
+
+    what_if = cli(
+        isolated, tmp_path, "replay", "agent", "tm", "--children", "--json",
+        "--spec", "world:team_with_terse_writer",
+    )  # fmt: skip
+    assert what_if.returncode == 1, what_if.stderr
+    result = json.loads(what_if.stdout)
+    verdicts = {a["child_agent_id"]: a["verdict"] for a in result["answers"]}
+    assert verdicts == {"tm/researcher": "same", "tm/writer": "changed"}
+    assert [(c["agent_id"], c["identical"]) for c in result["children"]] == [
+        ("tm/researcher", True),
+        ("tm/writer", False),
+    ]
+    [step] = result["differences"]
+    assert step["cause"]["type"] == "DelegationReturned"
+    assert [o["type"] for o in step["outputs"]] == ["ModelCallRequested"]
 
 
 # -- replay dlq --------------------------------------------------------------------------------

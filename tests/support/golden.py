@@ -1,8 +1,9 @@
 """Golden histories: recorded ``.jsonl`` files of events with the outputs they produced.
 
-Each line is one delivered event and what ``transition`` did with it. Replaying a file through
-the current state machine must reproduce every recorded output exactly; a change that alters
-behaviour shows up as a diff, and is accepted by re-recording
+Each line is one delivered event and what ``transition`` did with it, for the agent the event
+is keyed to (a history may hold several agents that delegate to and hand off to each other).
+Replaying a file through the current state machine must reproduce every recorded output
+exactly; a change that alters behaviour shows up as a diff, and is accepted by re-recording
 (``cd tests/support && python golden.py``) and reviewing the diff of the files.
 """
 
@@ -17,15 +18,25 @@ from pathlib import Path
 from typing import Any
 
 from agentstream.processors.core.machine import Rejected, transition
-from agentstream.processors.core.spec import AgentSpec, SpecVersions
+from agentstream.processors.core.spec import AgentSpec, Catalog, SpecVersions
 from agentstream.processors.core.state import AgentState
+from agentstream.processors.replay.history import feeds_back
 from agentstream.schemas.events import EVENT_TYPES, Event
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "golden"
 
 
+#: Fields events gained after the first histories were recorded: written only when set, so
+#: that re-recording leaves those histories byte for byte as they were.
+_ADDED_LATER = frozenset({"kind", "context_json", "origin"})
+
+
 def event_json(event: Event) -> dict[str, Any]:
-    return {"type": type(event).__name__, "data": event.model_dump(mode="json")}
+    data = event.model_dump(mode="json")
+    for name in _ADDED_LATER & data.keys():
+        if data[name] is None:
+            del data[name]
+    return {"type": type(event).__name__, "data": data}
 
 
 def event_from_json(data: dict[str, Any]) -> Event:
@@ -46,26 +57,29 @@ class Rollout:
     """What the processor served over a history, as deployments: (the number of the first
     delivery it handles, counting from 0, the specs served from there on)."""
 
-    deployments: tuple[tuple[int, AgentSpec | SpecVersions], ...]
+    deployments: tuple[tuple[int, AgentSpec | SpecVersions | Catalog], ...]
 
-    def served(self, delivery: int) -> AgentSpec | SpecVersions:
+    def served(self, delivery: int) -> AgentSpec | SpecVersions | Catalog:
         return [spec for first, spec in self.deployments if first <= delivery][-1]
 
 
-#: The spec a history is replayed on: one, its versions, or how they were rolled out.
-Served = AgentSpec | SpecVersions | Rollout
+#: The spec a history is replayed on: one, its versions, every kind served, or how they were
+#: rolled out.
+Served = AgentSpec | SpecVersions | Catalog | Rollout
 
 #: What the world answers an emitted event with: nothing, one event, or several in order.
 Reply = Event | Sequence[Event] | None
 
 
 def replay(lines: list[Line], spec: Served) -> list[Line]:
-    state: AgentState | None = None
+    states: dict[str, AgentState] = {}
     out = []
     for number, line in enumerate(lines):
         served = spec.served(number) if isinstance(spec, Rollout) else spec
-        decision = transition(state, event_from_json(line.event), served)
-        state = decision.state
+        event = event_from_json(line.event)
+        agent = event.envelope.agent_id
+        decision = transition(states.get(agent), event, served)
+        state = states[agent] = decision.state
         rejection = None
         if isinstance(decision, Rejected):
             rejection = {
@@ -93,7 +107,8 @@ def dump(path: Path, lines: list[Line]) -> None:
 def run_scenario(
     spec: Served, inputs: list[Event], respond: Callable[[Event], Reply]
 ) -> list[Line]:
-    """Deliver inputs and every reply in FIFO order; record each delivery."""
+    """Deliver inputs, and every reply and every output that is an input (a delegated task, a
+    delegated run's answer, a cancel, a fact), in FIFO order; record each delivery."""
     queue: deque[Event] = deque(inputs)
     delivered: list[Line] = []
     while queue:
@@ -101,7 +116,8 @@ def run_scenario(
         delivered.append(Line(event_json(event), [], None, 0))
         state_lines = replay(delivered, spec)
         for emitted in state_lines[-1].emits:
-            reply = respond(event_from_json(emitted))
+            output = event_from_json(emitted)
+            reply = output if feeds_back(output) else respond(output)
             if isinstance(reply, Event):
                 queue.append(reply)
             elif reply is not None:

@@ -10,12 +10,14 @@ from builders import T0, envelope
 from golden import Reply, Rollout, Served
 from world import (
     CHAT_WORLD,
+    TEAM_WORLD,
     agent_spec,
     await_payment,
     callback_done,
     respond,
     result_envelope,
     support_spec,
+    team,
     timer_fired,
     waiting,
 )
@@ -153,6 +155,11 @@ def _sleeper(request: Event) -> Reply:
     return CHAT_WORLD(request)
 
 
+def _asked(n: int, text: str) -> AgentInput:
+    """An input for the team's triage agent (see world.team)."""
+    return _input(n, text, agent="golden-team")
+
+
 _V1 = support_spec()
 _V2 = agent_spec(version=2, system_prompt="Be brief.")
 
@@ -203,14 +210,64 @@ SCENARIOS: dict[str, Scenario] = {
         [_input(1, "where is order o-1?"), _input(2, "second")],
         respond,
     ),
+    # --- agents working together: every agent of a team in one history -----------------------
+    "delegation_parallel": (
+        # the writer answers first, the researcher after a lookup; the parent's next model
+        # call has both answers, in the order of its calls
+        team(),
+        [_asked(1, "ask_researcher ask_writer: where is o-1?")],
+        TEAM_WORLD,
+    ),
+    "handoff": (
+        # a root run hands off to refunds; then a delegated run hands off to the writer, which
+        # answers the run that delegated
+        team(),
+        [
+            _asked(1, "handoff_to_refunds: wants the money back"),
+            _asked(2, "ask_researcher: handoff_to_writer: draft a reply"),
+        ],
+        TEAM_WORLD,
+    ),
+    "delegation_depth_limit": (
+        team(researcher={"max_depth": 1}),
+        [_asked(1, "ask_researcher: ask_writer: hi")],
+        TEAM_WORLD,
+    ),
+    "delegation_cycle": (
+        team(),
+        [_asked(1, "ask_researcher: ask_triage: hi")],
+        TEAM_WORLD,
+    ),
+    "delegation_budget": (
+        # the researcher gets the 25 tokens its parent had left and needs 30; then two writer
+        # runs within their caps take the parent past its 40
+        team(triage={"max_tokens": 40}),
+        [_asked(1, "ask_researcher: where is o-1?"), _asked(2, "ask_writer ask_writer: hi")],
+        TEAM_WORLD,
+    ),
 }
+
+#: The scenarios of several agents (processors.testing.drive plays one).
+TEAM_SCENARIOS = frozenset(
+    {
+        "delegation_parallel",
+        "handoff",
+        "delegation_depth_limit",
+        "delegation_cycle",
+        "delegation_budget",
+    }
+)
 
 #: The scenarios ``processors.testing.drive`` can play as they are: one spec, one reply per
 #: request, and no output read back as an input (the others use a Rollout, several replies,
-#: or the processor reading back the facts it recorded).
-DRIVABLE = frozenset(SCENARIOS) - {
-    "memory_followup",
-    "pause_resume",
-    "callback_wait",
-    "version_pinning",
-}
+#: the processor reading back the facts it recorded, or several agents).
+DRIVABLE = (
+    frozenset(SCENARIOS)
+    - TEAM_SCENARIOS
+    - {
+        "memory_followup",
+        "pause_resume",
+        "callback_wait",
+        "version_pinning",
+    }
+)

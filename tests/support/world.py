@@ -10,19 +10,23 @@ import dataclasses
 import json
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from agentstream.processors.core.machine import Decision, transition
+from agentstream.processors.core.machine import Decision, Rejected, transition
 from agentstream.processors.core.spec import (
     AgentSpec,
     Budgets,
+    Catalog,
     Memory,
     SpecVersions,
     ToolSpec,
+    delegate,
+    handoff,
     tool,
 )
 from agentstream.processors.core.state import AgentState, evolve
+from agentstream.processors.replay.history import feeds_back
 from agentstream.processors.testing import ModelReply, ScriptedWorld
 from agentstream.schemas.events import (
     ApprovalGranted,
@@ -272,3 +276,147 @@ class Agent:
                 emitted += emits
                 pending += emits
         return emitted
+
+
+# --- Teams: agents of several kinds that delegate to and hand off to each other --------------
+
+#: The kinds of the team and the tools of each: triage (the default kind) asks the others or
+#: hands the conversation to refunds; the researcher looks orders up, asks the writer (or, in
+#: a circle, triage) and hands off to the writer; refunds refunds (gated by an approval).
+TEAM_TOOLS: dict[str, tuple[ToolSpec, ...]] = {
+    "triage": (
+        delegate("researcher"),
+        delegate("writer"),
+        delegate("refunds"),
+        handoff("refunds"),
+    ),
+    "researcher": (lookup_order, delegate("writer"), delegate("triage"), handoff("writer")),
+    "writer": (),
+    "refunds": (lookup_order, refund),
+}
+
+
+def team(**budgets: Mapping[str, object]) -> Catalog:
+    """The team's catalog; ``budgets`` by kind (``researcher={"max_depth": 1}``)."""
+    return Catalog.of(
+        [
+            AgentSpec(
+                name=kind,
+                system_prompt=f"You are the {kind}.",
+                tools=tools,
+                budgets=Budgets.model_validate(budgets.get(kind, {})),
+            )
+            for kind, tools in TEAM_TOOLS.items()
+        ]
+    )
+
+
+def team_with_terse_writer() -> Catalog:
+    """The team, with a writer allowed fewer tokens than its one model step uses."""
+    return team(writer={"max_tokens": 10})
+
+
+def _team_first_step(text: str, offered: set[str]) -> list[ToolCallIntent]:
+    """A text ``"ask_a ask_b: rest"`` calls the tools it names (offered ``ask_*`` and
+    ``handoff_*`` ones) with ``rest`` as their task or note; any other text looks the order up
+    (and refunds it, when it says so) where those tools are offered."""
+    head, colon, rest = text.partition(": ")
+    named = head.split()
+    if colon and named and all(n in offered for n in named):
+        return [
+            _intent(n, name, {"note" if name.startswith("handoff") else "task": rest})
+            for n, name in enumerate(named, start=1)
+        ]
+    calls = []
+    if "lookup_order" in offered:
+        calls.append(_intent(1, "lookup_order", {"order_id": "o-1"}))
+    if "refund" in offered and "refund" in text:
+        calls.append(_intent(2, "refund", {"order_id": "o-1", "amount_cents": 500}))
+    return calls
+
+
+def _team_model(request: ModelCallRequested) -> ModelReply:
+    """Each agent acts on its newest question (see ``_team_first_step``); then it answers with
+    the results it got, in the order the model saw them."""
+    messages = json.loads(request.messages_json)
+    asked = _newest_question(messages)
+    text = str(messages[asked]["content"])
+    own = messages[asked + 1 :]
+    if not own:
+        offered = {t["function"]["name"] for t in json.loads(request.tools_json)}
+        calls = _team_first_step(text, offered)
+        if calls:
+            return None, calls
+    results = [str(m["content"]) for m in own if m["role"] == "tool"]
+    return f"{request.envelope.agent_id} on {text!r}: [{' | '.join(results)}]", []
+
+
+#: The team's model and tools; nobody approves (a test decides).
+TEAM_WORLD = ScriptedWorld(
+    namespace=uuid.UUID("5e0c2b7a-6f1d-4c8e-9a3b-2d4f6e8a0c13"),
+    model=_team_model,
+    tool=lambda request: json.dumps({"ok": True, "call": request.call_id}),
+    approver=None,
+)
+
+
+class Team:
+    """Every agent's state, advanced by the events keyed to it, for tests of agents that
+    delegate and hand off: what the agents emit for each other (tasks, answers, cancels) is
+    delivered like any other event, and the world answers the rest."""
+
+    def __init__(
+        self, catalog: Catalog, world: Callable[[Event], Event | None] = TEAM_WORLD
+    ) -> None:
+        self.catalog = catalog
+        self.world = world
+        self.states: dict[str, AgentState] = {}
+        #: every event delivered, in order
+        self.delivered: list[Event] = []
+        #: events ``settle`` kept back, for the test to deliver
+        self.held: list[Event] = []
+        self.rejected: list[Rejected] = []
+
+    def __getitem__(self, agent_id: str) -> AgentState:
+        return self.states[agent_id]
+
+    def send(self, event: Event) -> Decision:
+        agent = event.envelope.agent_id
+        decision = transition(self.states.get(agent), event, self.catalog)
+        self.states[agent] = decision.state
+        self.delivered.append(event)
+        if isinstance(decision, Rejected):
+            self.rejected.append(decision)
+        return decision
+
+    def settle(
+        self, emitted: Sequence[Event], hold: Callable[[Event], bool] = lambda _: False
+    ) -> list[Event]:
+        """Deliver or answer ``emitted``, and what that emits, first come first served, until
+        nothing is left; events ``hold`` picks are kept in ``held`` instead. Every event
+        emitted on the way, in order."""
+        pending: deque[Event] = deque(emitted)
+        out = list(pending)
+        while pending:
+            event = pending.popleft()
+            if hold(event):
+                self.held.append(event)
+                continue
+            reply = event if feeds_back(event) else self.world(event)
+            if reply is not None:
+                emits = self.send(reply).emits
+                out += emits
+                pending += emits
+        return out
+
+    def run(self, *inputs: Event, hold: Callable[[Event], bool] = lambda _: False) -> list[Event]:
+        """Send ``inputs`` and settle what they start."""
+        out: list[Event] = []
+        for event in inputs:
+            out += self.settle(self.send(event).emits, hold)
+        return out
+
+    def release(self, hold: Callable[[Event], bool] = lambda _: False) -> list[Event]:
+        """Settle the held events, in the order they were held."""
+        held, self.held = self.held, []
+        return self.settle(held, hold)

@@ -12,14 +12,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agentstream.processors.loading import DEFAULT_SPEC, load_spec
+from agentstream.processors.loading import DEFAULT_SPEC, load_catalog
 from agentstream.schemas.errors import ConfigurationError
 from agentstream.streams.runtime.settings import Settings, load_settings
 from agentstream.streams.topics import TOPICS
 from agentstream.tools.replay.progress import parse_moment, parse_window, tracking
 
 if TYPE_CHECKING:
-    from agentstream.processors.replay.agent import AgentReplay
+    from agentstream.processors.replay.agent import AgentReplay, Change
+    from agentstream.processors.replay.history import AgentHistory
+    from agentstream.processors.replay.team import TeamReplay
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -177,9 +179,21 @@ def rebuild_all(settings: Settings, schema: str, swap: bool, batch_size: int) ->
 def replay_agent_command(
     agent: Annotated[str, typer.Argument(help="The agent's id.")],
     spec: Annotated[
-        str,
-        typer.Option(help="The agent spec to replay with, as package.module:attribute."),
-    ] = DEFAULT_SPEC,
+        list[str] | None,
+        typer.Option(
+            "--spec",
+            help="The agents to replay with, as package.module:attribute: an AgentSpec, a list "
+            "of specs, or a Catalog; repeatable, as given to `processor run`.",
+        ),
+    ] = None,
+    children: Annotated[
+        bool,
+        typer.Option(
+            "--children",
+            help="Replay the agents it delegated to as well, under --spec, and use the answers "
+            "they would send now instead of the recorded ones (a what-if of a changed kind).",
+        ),
+    ] = False,
     show_all: Annotated[
         bool, typer.Option("--all", help="List identical steps too, not just differences.")
     ] = False,
@@ -188,81 +202,133 @@ def replay_agent_command(
     """Re-fold an agent's history through the current code and diff its outputs.
 
     The recorded inputs go through the current state machine and --spec in memory (nothing
-    is sent or written); what that emits is compared with the recorded outputs.
-    Exit code 0 when identical, 1 when different."""
-    from agentstream.processors.replay.agent import as_json as replay_json
+    is sent or written); what that emits is compared with the recorded outputs, wherever they
+    are keyed (the tasks it gave other agents too). The answers of the runs it delegated to
+    are the recorded ones, unless --children. Exit code 0 when identical, 1 when different."""
     from agentstream.processors.replay.agent import replay_agent
     from agentstream.processors.replay.history import read_history
+    from agentstream.processors.replay.team import TeamReplay, replay_team, team_json
     from agentstream.streams.serde import EventSerde, registry_client
-    from agentstream.tools.harness.demo import describe
 
     settings = load_settings()
-    agent_spec = load_spec(spec)
+    paths = spec or [DEFAULT_SPEC]
+    catalog = load_catalog(paths)
+    kinds = {t.target for s in catalog.specs for t in s.tools if t.target is not None}
     serde = EventSerde(registry_client(settings.require_schema_registry_url()))
-    with tracking(err) as tracker:
-        progress = tracker.start(f"reading {agent}'s history", None)
-        history = read_history(settings, serde, agent, on_progress=progress)
+
+    def read(agent_id: str) -> AgentHistory:
+        with tracking(err) as tracker:
+            progress = tracker.start(f"reading {agent_id}'s history", None)
+            return read_history(settings, serde, agent_id, kinds=kinds, on_progress=progress)
+
+    history = read(agent)
     if not history:
         raise ConfigurationError(
             f"no events of agent {agent!r} on the topics (prefix {settings.topic_prefix!r})",
             hint="check the agent id and AGENTSTREAM_TOPIC_PREFIX",
         )
-    result = replay_agent(history, agent_spec)
-    if as_json:
-        print(json.dumps(replay_json(result), ensure_ascii=False, default=str))
+    if children:
+        result = replay_team(history, catalog, read)
     else:
-        table = Table(title=f"{agent} replayed with {spec}")
-        for column in ("step", "input", "output", "verdict", "difference"):
-            table.add_column(column, overflow="fold")
-        for step in result.steps if show_all else result.differing():
-            # event texts are data, not rich markup
-            cause = escape(describe(step.cause))
-            if step.rejection:
-                cause += escape(f" (rejected: {step.rejection})")
-            if not step.outputs:
-                table.add_row(str(step.index), cause, "-", "same", "")
-            for output in step.outputs:
-                changes = escape(
-                    "; ".join(
-                        f"{c.path}: {_short(c.recorded)} → {_short(c.replayed)}"
-                        for c in output.changes[:4]
-                    )
-                )
-                if len(output.changes) > 4:
-                    changes += f"; … {len(output.changes) - 4} more"
-                verdict = {"missing": "recorded, not emitted now", "new": "emitted now only"}
-                table.add_row(
-                    str(step.index),
-                    cause,
-                    output.type,
-                    verdict.get(output.verdict, output.verdict),
-                    changes,
-                )
-                cause = ""
-        if table.row_count:
-            out.print(table)
-        counts = ", ".join(
-            f"{result.count(v)} {v}"
-            for v in ("same", "changed", "missing", "new")
-            if result.count(v)
-        )
-        summary = f"{len(result.steps)} inputs re-folded, outputs: {counts or 'none'}"
-        if result.orphans:
-            summary += f" ({result.orphans} recorded outputs whose input is gone)"
-        out.print(("identical: " if result.identical else "DIFFERENT: ") + summary)
-        _show_open_run(result)
+        result = TeamReplay(replay_agent(history, catalog))
+    if as_json:
+        print(json.dumps(team_json(result), ensure_ascii=False, default=str))
+    else:
+        _show_team(result, f"{agent} replayed with {', '.join(paths)}", show_all)
     if not result.identical:
         raise typer.Exit(1)
 
 
-def _show_open_run(result: AgentReplay) -> None:
+def _show_team(result: TeamReplay, title: str, show_all: bool, depth: int = 0) -> None:
+    """The agent's diff, the answers of its children, then each child's, indented."""
+    replay = result.replay
+    indent = "  " * depth
+    table = _diff_table(replay, title, show_all)
+    if table.row_count:
+        out.print(table)
+    out.print(indent + ("identical: " if replay.identical else "DIFFERENT: ") + _summary(replay))
+    _show_open_run(replay, indent)
+    for answer in result.answers:
+        if answer.verdict != "same" or show_all:
+            changes = "; ".join(
+                f"{c.path}: {_short(c.recorded)} → {_short(c.replayed)}" for c in answer.changes
+            )
+            out.print(
+                escape(
+                    f"{indent}answer of {answer.child_agent_id} to call {answer.call_id}: "
+                    f"{_ANSWER_VERDICTS[answer.verdict]}" + (f" ({changes})" if changes else "")
+                )
+            )
+    for child in result.children:
+        _show_team(child, f"{child.replay.agent_id}, replayed for its parent", show_all, depth + 1)
+
+
+_ANSWER_VERDICTS = {
+    "same": "the same",
+    "changed": "changed",
+    "missing": "recorded, not sent now",
+    "new": "sent now only",
+}
+
+
+def _diff_table(result: AgentReplay, title: str, show_all: bool) -> Table:
+    from agentstream.tools.harness.demo import describe
+
+    table = Table(title=escape(title))
+    for column in ("step", "input", "output", "verdict", "difference"):
+        table.add_column(column, overflow="fold")
+    for step in result.steps if show_all else result.differing():
+        # event texts are data, not rich markup
+        cause = escape(describe(step.cause))
+        if step.rejection:
+            cause += escape(f" (rejected: {step.rejection})")
+        if step.withheld:
+            cause += " (not sent in this replay)"
+        if not step.outputs:
+            table.add_row(str(step.index), cause, "-", "same", "")
+        for output in step.outputs:
+            table.add_row(
+                str(step.index),
+                cause,
+                output.type,
+                _OUTPUT_VERDICTS.get(output.verdict, output.verdict),
+                _changes(output.changes),
+            )
+            cause = ""
+    return table
+
+
+_OUTPUT_VERDICTS = {"missing": "recorded, not emitted now", "new": "emitted now only"}
+
+
+def _changes(changes: tuple[Change, ...]) -> str:
+    text = escape(
+        "; ".join(f"{c.path}: {_short(c.recorded)} → {_short(c.replayed)}" for c in changes[:4])
+    )
+    if len(changes) > 4:
+        text += f"; … {len(changes) - 4} more"
+    return text
+
+
+def _summary(result: AgentReplay) -> str:
+    counts = ", ".join(
+        f"{result.count(v)} {v}" for v in ("same", "changed", "missing", "new") if result.count(v)
+    )
+    summary = f"{len(result.steps)} inputs re-folded, outputs: {counts or 'none'}"
+    if result.orphans:
+        summary += f" ({result.orphans} recorded outputs whose input is gone)"
+    return summary
+
+
+def _show_open_run(result: AgentReplay, indent: str = "") -> None:
     """Identical outputs do not mean a healthy agent: say what an open run still waits for."""
     run = result.state.run if result.state is not None else None
     if run is not None:
+        waits = escape(", ".join(result.waiting_for()) or "its next step")
         out.print(
-            f"[yellow]run {run.run_id} is still open[/yellow] (started "
+            f"{indent}[yellow]run {run.run_id} is still open[/yellow] (started "
             f"{run.started_at.isoformat()}, deadline {run.deadline_at.isoformat()}), "
-            f"waiting for: {', '.join(result.waiting_for()) or 'its next step'}"
+            f"waiting for: {waits}"
         )
 
 
