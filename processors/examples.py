@@ -1,15 +1,33 @@
-"""The sample support agent of the demo: three tools, one of them gated by a human approval,
-and a memory of the last five questions and answers of each customer."""
+"""The sample agents of the demo.
+
+``support_agent``: three tools, one of them gated by a human approval, and a memory of the last
+five questions and answers of each customer. ``team``: the same work shared by four kinds of
+agent (``agentstream demo --team``): triage asks the orders and policy agents at once and hands
+refund requests over to the refunds agent, whose refunds a person approves."""
 
 from __future__ import annotations
 
-from agentstream.processors.core.spec import AgentSpec, Budgets, Memory, ModelSpec, tool
+from agentstream.processors.core.spec import (
+    AgentSpec,
+    Budgets,
+    Catalog,
+    Memory,
+    ModelSpec,
+    delegate,
+    handoff,
+    tool,
+)
 
 __all__ = [
     "issue_refund",
     "lookup_order",
+    "orders_agent",
+    "policy_agent",
+    "refunds_agent",
     "search_faq",
     "support_agent",
+    "team",
+    "triage_agent",
 ]
 
 _ORDERS: dict[str, dict[str, object]] = {
@@ -51,3 +69,50 @@ support_agent = AgentSpec(
     # the last five questions and answers, so a follow-up needs no repeating
     memory=Memory(turns=5),
 )
+
+
+triage_agent = AgentSpec(
+    name="triage",
+    system_prompt=(
+        "You are the first agent a customer reaches. Ask the orders and policy agents what the "
+        "answer needs, both at once; hand refund requests to the refunds agent."
+    ),
+    model=ModelSpec(provider="scripted", name="triage-script"),
+    tools=(
+        delegate("orders", "Ask the orders agent about an order: status, carrier, total."),
+        delegate("policy", "Ask the policy agent what the help center says."),
+        handoff("refunds", "Hand the customer to the refunds agent, with a note of the request."),
+    ),
+    # its delegated runs' steps count against its own
+    budgets=Budgets(max_steps=8, max_tool_calls=6, run_deadline_s=600),
+    memory=Memory(turns=5),
+)
+
+orders_agent = AgentSpec(
+    name="orders",
+    system_prompt="You answer questions about orders. Look the order up first.",
+    model=ModelSpec(provider="scripted", name="orders-script"),
+    tools=(lookup_order,),
+    budgets=Budgets(max_steps=4, max_tool_calls=4, run_deadline_s=300),
+)
+
+policy_agent = AgentSpec(
+    name="policy",
+    system_prompt="You answer from the help center only.",
+    model=ModelSpec(provider="scripted", name="policy-script"),
+    tools=(search_faq,),
+    budgets=Budgets(max_steps=4, max_tool_calls=4, run_deadline_s=300),
+)
+
+refunds_agent = AgentSpec(
+    name="refunds",
+    system_prompt="You refund orders. Look the order up first; a person approves each refund.",
+    model=ModelSpec(provider="scripted", name="refunds-script"),
+    tools=(lookup_order, issue_refund),
+    budgets=Budgets(max_steps=6, max_tool_calls=6, run_deadline_s=600, approval_timeout_s=300),
+    memory=Memory(turns=5),
+)
+
+#: ``--spec agentstream.processors.examples:team``: triage first, so inputs naming no kind
+#: reach it
+team = Catalog.of([triage_agent, orders_agent, policy_agent, refunds_agent])

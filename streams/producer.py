@@ -48,12 +48,14 @@ def new_input(
     tenant_id: str = "default",
     metadata: dict[str, str] | None = None,
     source: str = "sdk",
+    kind: str | None = None,
 ) -> AgentInput:
     """A new input for ``agent_id``, a run's start: its own event id, which is also the
-    correlation id of everything the run does, stamped now. Every entrance (SDK, CLI, HTTP
-    ingress) builds its inputs here."""
+    correlation id of everything the run does, stamped now. ``kind`` names the agent kind to
+    serve it (bound by the agent's first input; None: the one it has, or the default kind).
+    Every entrance (SDK, CLI, HTTP ingress) builds its inputs here."""
     envelope = new_envelope(agent_id, tenant_id=tenant_id, source=source)
-    return AgentInput(envelope=envelope, text=text, metadata=metadata or {})
+    return AgentInput(envelope=envelope, text=text, metadata=metadata or {}, kind=kind)
 
 
 def new_envelope(

@@ -11,7 +11,8 @@ a ``group`` fire together: the reply asks for every one of them that fires now, 
 
 A script comes from the model call's parameters (``{"script": {"rules": [...]}}``, so an agent
 spec can carry its own) or by the model's name from the built-in scripts (``support-script``
-drives the demo support agent).
+drives the demo support agent; ``triage-script``, ``orders-script``, ``policy-script`` and
+``refunds-script`` the demo team of ``agentstream demo --team``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from agentstream.schemas.events import TokenUsage, ToolCallIntent
 __all__ = [
     "BUILTIN_SCRIPTS",
     "SUPPORT_SCRIPT",
+    "TEAM_SCRIPTS",
     "Script",
     "ScriptRule",
     "ScriptedModel",
@@ -81,7 +83,66 @@ SUPPORT_SCRIPT = Script(
     answer="Thanks for your message. {summary}",
 )
 
-BUILTIN_SCRIPTS: dict[str, Script] = {"support-script": SUPPORT_SCRIPT}
+_ORDER_ID = r"\b(?P<order_id>o-\d+)\b"
+
+#: The demo team: triage asks orders and policy at once (one group) and hands refunds over.
+TEAM_SCRIPTS: dict[str, Script] = {
+    "triage-script": Script(
+        rules=(
+            # first: a refund request goes to the refunds agent, nothing else is asked
+            ScriptRule(when=r"\brefund", tool="handoff_to_refunds", arguments={"note": "{text}"}),
+            ScriptRule(
+                when=_ORDER_ID,
+                tool="ask_orders",
+                arguments={"task": "What is the status of order {order_id}?"},
+                group="ask",
+            ),
+            ScriptRule(
+                when=r"\b(return|ship|deliver|warrant)",
+                tool="ask_policy",
+                arguments={"task": "{text}"},
+                group="ask",
+            ),
+        ),
+        answer="Thanks for your message. {summary}",
+    ),
+    "orders-script": Script(
+        rules=(
+            ScriptRule(when=_ORDER_ID, tool="lookup_order", arguments={"order_id": "{order_id}"}),
+        ),
+        answer="Order {order_id} is {result.lookup_order.status}, "
+        "carrier {result.lookup_order.carrier}",
+    ),
+    "policy-script": Script(
+        rules=(ScriptRule(when=r"\S", tool="search_faq", arguments={"query": "{text}"}),),
+        answer="{result.search_faq.answer}",
+    ),
+    "refunds-script": Script(
+        rules=(
+            # the order may be named only in the conversation handed over
+            ScriptRule(
+                when=_ORDER_ID,
+                tool="lookup_order",
+                arguments={"order_id": "{order_id}"},
+                recall=True,
+            ),
+            ScriptRule(
+                when=r"\brefund",
+                tool="issue_refund",
+                arguments={
+                    "order_id": "{order_id}",
+                    "amount_cents": "{result.lookup_order.total_cents}",
+                    "reason": "{text}",
+                },
+                recall=True,
+            ),
+        ),
+        answer="Refunded {result.issue_refund.refunded_cents} cents for order "
+        "{result.issue_refund.order_id}.",
+    ),
+}
+
+BUILTIN_SCRIPTS: dict[str, Script] = {"support-script": SUPPORT_SCRIPT, **TEAM_SCRIPTS}
 
 
 class _Unresolved(Exception):
@@ -224,7 +285,9 @@ def _summary(messages: list[dict[str, Any]]) -> str:
             lines.append(f"{name}: {shown}")
     if not lines:
         return "How can I help you?"
-    return "; ".join(lines) + "."
+    said = "; ".join(lines)
+    # another agent's answer often ends a sentence of its own already
+    return said if said.endswith((".", "!", "?")) else said + "."
 
 
 def _usage(messages: list[dict[str, Any]], output: str) -> TokenUsage:

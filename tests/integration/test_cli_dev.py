@@ -23,9 +23,10 @@ from agentstream.tools.devstack.stack_process import free_loopback_port
 pytestmark = pytest.mark.integration
 
 READY = re.compile(
-    r"ready in (?P<secs>[\d.]+)s: AGENTSTREAM_BOOTSTRAP_SERVERS=(?P<bootstrap>\S+) "
-    r"AGENTSTREAM_DATABASE_URL=(?P<db>\S+)"
+    r"stack(?: \(agent kinds: (?P<kinds>[^)]*)\))? ready in (?P<secs>[\d.]+)s: "
+    r"AGENTSTREAM_BOOTSTRAP_SERVERS=(?P<bootstrap>\S+) AGENTSTREAM_DATABASE_URL=(?P<db>\S+)"
 )
+TEAM = "agentstream.processors.examples:team"
 
 
 def _cli() -> list[str]:
@@ -106,6 +107,7 @@ def test_dev_up_is_ready_usable_and_stops_on_ctrl_c(tmp_path: Path, broker_kind:
     children: list[psutil.Process] = []
     try:
         ready = _read_line_matching(proc, READY, timeout=_ready_timeout(broker_kind))
+        assert ready["kinds"] == "support"
         children = psutil.Process(proc.pid).children(recursive=True)
         record = (tmp_path / "dev-stack.json").read_text()
         assert ready["bootstrap"] in record
@@ -123,8 +125,10 @@ def test_dev_up_is_ready_usable_and_stops_on_ctrl_c(tmp_path: Path, broker_kind:
 
 
 def test_dev_up_children_die_with_it_even_on_sigkill(tmp_path: Path, broker_kind: str) -> None:
+    # a catalog of kinds, and one more spec beside it: every kind served is named when ready
+    specs = ["--spec", TEAM, "--spec", "agentstream.processors.examples:support_agent"]
     proc = subprocess.Popen(
-        [*_cli(), "dev", "up", *_broker(broker_kind)],
+        [*_cli(), "dev", "up", *specs, *_broker(broker_kind)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -132,7 +136,8 @@ def test_dev_up_children_die_with_it_even_on_sigkill(tmp_path: Path, broker_kind
     )
     children: list[psutil.Process] = []
     try:
-        _read_line_matching(proc, READY, timeout=_ready_timeout(broker_kind))
+        ready = _read_line_matching(proc, READY, timeout=_ready_timeout(broker_kind))
+        assert ready["kinds"] == "triage, orders, policy, refunds, support"
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -198,6 +203,69 @@ def test_demo_runs_the_support_agent_end_to_end_and_leaves_nothing(
             new.append(psutil.Process(pid))
     leaked = _wait_gone(new)
     assert leaked == []
+
+
+_REFUND = "Order o-1003 arrived broken, please refund it."
+ROW = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} (?P<agent>\S+) +(?P<kind>\S+) +(?P<what>.*)$")
+
+
+def _rows(stdout: str) -> list[tuple[str, str, str]]:
+    """The event rows of the demo: (agent, its kind, what happened)."""
+    return [(m["agent"], m["kind"], m["what"]) for m in map(ROW.match, stdout.splitlines()) if m]
+
+
+def _said(rows: list[tuple[str, str, str]], agent: str, kind: str, starts: str) -> list[str]:
+    return [what for a, k, what in rows if (a, k) == (agent, kind) and what.startswith(starts)]
+
+
+def test_demo_team_delegates_in_parallel_hands_off_and_approves_in_the_child(
+    tmp_path: Path, broker_kind: str
+) -> None:
+    # the same stack as the demo's, started and stopped the same way: what it leaves is checked
+    # there
+    done = subprocess.run(
+        [*_cli(), "demo", "--team", *_broker(broker_kind)],
+        capture_output=True,
+        text=True,
+        env={**_clean_env(tmp_path), "COLUMNS": "200"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout
+    rows = _rows(shown)
+    # ana's question: triage asks the orders and the policy agent in one reply, and answers with
+    # what both of them answered
+    asked = _said(rows, "customer-ana", "triage", "ModelCallCompleted: asks for")
+    assert asked[:1] == ["ModelCallCompleted: asks for ask_orders, ask_policy"], shown
+    for child, kind in (("customer-ana/orders", "orders"), ("customer-ana/policy", "policy")):
+        assert _said(rows, child, kind, "AgentInput:"), shown
+        assert _said(rows, child, kind, "RunCompleted:"), shown
+        returned = _said(rows, "customer-ana", "triage", f"DelegationReturned: {child} ")
+        assert len(returned) == 1 and "completed" in returned[0], shown
+    answer = " ".join(_said(rows, "customer-ana", "triage", "RunCompleted:"))
+    assert "Order o-1001 is shipped, carrier DHL" in answer, shown
+    assert "returned within 30 days" in answer, shown
+    # ben's refund: handed off, and approved in the agent it was handed to
+    handed = _said(rows, "customer-ben", "triage", "RunHandedOff:")
+    assert handed == [f"RunHandedOff: to customer-ben/refunds: “{_REFUND}”"], shown
+    refunds = ("customer-ben/refunds", "refunds")
+    assert _said(rows, *refunds, "ApprovalRequested: issue_refund"), shown
+    assert _said(rows, *refunds, "ApprovalGranted: granted by demo-operator"), shown
+    assert _said(rows, *refunds, "RunCompleted: “Refunded 9900 cents for order o-1003.”"), shown
+    assert not _said(rows, "customer-ben", "triage", "ApprovalRequested"), shown
+    # every run ended: four completed and one handed off, in the table and in the trees
+    table = [line for line in shown.splitlines() if line.startswith("│ customer-")]
+    outcomes = sorted(line.split("│")[4].strip() for line in table)
+    assert outcomes == ["completed"] * 4 + ["handed_off"], shown
+    for branch in (
+        "delegated to customer-ana/orders (orders) — completed",
+        "delegated to customer-ana/policy (policy) — completed",
+        "customer-ben (triage) — handed_off",
+        "handed off to customer-ben/refunds (refunds) — completed",
+    ):
+        assert branch in shown, shown
+    assert "everything stopped" in shown
+    assert '"level"' not in shown + done.stderr
 
 
 def test_malformed_setting_is_one_actionable_line(tmp_path: Path) -> None:

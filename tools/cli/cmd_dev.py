@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from agentstream.processors.loading import DEFAULT_SPEC
+from agentstream.processors.loading import DEFAULT_SPEC, load_catalog
 from agentstream.streams.runtime.settings import (
     DevStackRecord,
     clear_dev_stack,
@@ -44,8 +44,14 @@ def dev_up(
         ),
     ] = None,
     spec: Annotated[
-        str, typer.Option(help="The agent the services run, as package.module:attribute.")
-    ] = DEFAULT_SPEC,
+        list[str] | None,
+        typer.Option(
+            "--spec",
+            help="The agents the services run, as package.module:attribute: an AgentSpec, a "
+            "list of specs or a Catalog; repeatable, one kind (or its versions) each. The first "
+            f"kind is the default for inputs that name none. Default: {DEFAULT_SPEC}.",
+        ),
+    ] = None,
     services: Annotated[
         bool,
         typer.Option(help="Also run the agentstream services (processor, workers, projector)."),
@@ -57,15 +63,21 @@ def dev_up(
     # Also SIGINT: a shell starts background jobs with it ignored, and Python keeps that.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
+    specs = spec or [DEFAULT_SPEC]
+    # before anything starts: a spec that does not load is one line, not five crashing services
+    kinds = load_catalog(specs).names if services else ()
     try:
-        with full_stack(spec, data_dir=data_dir, services=services, broker=broker) as running:
+        with full_stack(specs, data_dir=data_dir, services=services, broker=broker) as running:
             endpoints = running.endpoints
             write_dev_stack(DevStackRecord(pid=os.getpid(), **endpoints.__dict__))
             try:
                 exports = " ".join(f"{k}={v}" for k, v in endpoints.environment().items())
-                # One unwrapped line, so scripts can grep it and users can copy it whole.
+                served = f" (agent kinds: {', '.join(kinds)})" if kinds else ""
+                # One unwrapped line, so scripts can grep it and users can copy the settings
+                # after the colon whole.
                 print(
-                    f"agentstream dev stack ready in {running.ready_seconds:.1f}s: {exports}",
+                    f"agentstream dev stack{served} ready in {running.ready_seconds:.1f}s: "
+                    f"{exports}",
                     flush=True,
                 )
                 while True:

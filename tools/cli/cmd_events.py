@@ -24,7 +24,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def _parse_line(number: int, line: str, tenant_id: str) -> AgentInput:
+def _parse_line(number: int, line: str, tenant_id: str, kind: str | None) -> AgentInput:
     try:
         data = json.loads(line)
         if not isinstance(data, dict):
@@ -35,6 +35,7 @@ def _parse_line(number: int, line: str, tenant_id: str) -> AgentInput:
             tenant_id=str(data.get("tenant_id", tenant_id)),
             metadata={str(k): str(v) for k, v in dict(data.get("metadata") or {}).items()},
             source="cli",
+            kind=str(data["kind"]) if data.get("kind") is not None else kind,
         )
     except ValidationError as exc:
         raise ConfigurationError(f"stdin line {number}: {validation_summary(exc)}") from exc
@@ -54,9 +55,18 @@ def send(
     meta: Annotated[
         list[str] | None, typer.Option("--meta", help="key=value metadata (repeatable).")
     ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            "-k",
+            help="The agent kind (spec name) to serve a new agent; default: the processor's "
+            "first. A known agent keeps its own.",
+        ),
+    ] = None,
 ) -> None:
     """Send an input to an agent, or JSON lines from stdin:
-    {"agent_id": "a1", "text": "...", "tenant_id": "t", "metadata": {}}"""
+    {"agent_id": "a1", "text": "...", "tenant_id": "t", "metadata": {}, "kind": "triage"}"""
     if text is not None:
         if agent is None:
             raise ConfigurationError(
@@ -74,6 +84,7 @@ def send(
                     tenant_id=tenant,
                     metadata={k: v for k, _, v in pairs},
                     source="cli",
+                    kind=kind,
                 )
             ]
         except ValidationError as exc:
@@ -86,7 +97,7 @@ def send(
             )
         lines = [(n, line) for n, line in enumerate(sys.stdin, start=1) if line.strip()]
         # All or nothing: a typo on line 900 should not leave 899 inputs sent.
-        events = [_parse_line(n, line, tenant) for n, line in lines]
+        events = [_parse_line(n, line, tenant, kind) for n, line in lines]
     with AgentStreamProducer(load_settings()) as producer:
         futures = [(event, producer.send_async(event)) for event in events]
         producer.flush()

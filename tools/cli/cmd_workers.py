@@ -123,12 +123,13 @@ def worker_models_run(
     settings = load_settings()
     providers = [ProviderConfig.parse(p, rate_limit) for p in provider or []]
     known = {p.name for p in providers} | {"scripted"}
-    for path in spec or []:
-        models = [v.model for v in load_catalog([path]).specs]
-        for name in {n for m in models for n in (m.provider, m.fallback_provider) if n}:
+    # one catalog of every path: a kind that delegates names kinds that other paths give
+    for agent in load_catalog(spec).specs if spec else ():
+        model = agent.model
+        for name in {n for n in (model.provider, model.fallback_provider) if n}:
             if name not in known:
                 raise ConfigurationError(
-                    f"{path} uses provider {name!r}, which is not configured",
+                    f"agent {agent.label} uses provider {name!r}, which is not configured",
                     hint=f"add --provider {name}=BASE_URL",
                 )
     ensure_topics(settings)

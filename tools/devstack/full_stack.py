@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +19,17 @@ from agentstream.tools.devstack.stack import BrokerKind, EmbeddedStack, StackEnd
 log = get_logger(__name__)
 
 
-def dev_services(spec: str) -> list[ServiceCommand]:
-    """The services beside the broker, the registry and PostgreSQL."""
+def dev_services(spec: str | Sequence[str]) -> list[ServiceCommand]:
+    """The services beside the broker, the registry and PostgreSQL. The processor and both
+    workers get every spec: the processor serves each kind, the workers run their tools and
+    models."""
+    specs = tuple(
+        f for path in ([spec] if isinstance(spec, str) else spec) for f in ("--spec", path)
+    )
     return [
-        ServiceCommand("processor", ("processor", "run", "--spec", spec), "processor_started"),
-        ServiceCommand("tool-worker", ("worker", "tools", "run", "--spec", spec), "worker_started"),
-        ServiceCommand(
-            "model-worker", ("worker", "models", "run", "--spec", spec), "worker_started"
-        ),
+        ServiceCommand("processor", ("processor", "run", *specs), "processor_started"),
+        ServiceCommand("tool-worker", ("worker", "tools", "run", *specs), "worker_started"),
+        ServiceCommand("model-worker", ("worker", "models", "run", *specs), "worker_started"),
         ServiceCommand("approval-timer", ("worker", "timers", "run"), "worker_started"),
         ServiceCommand("projector", ("projections", "run"), "projector_started"),
     ]
@@ -49,7 +52,7 @@ class RunningStack:
 
 @contextmanager
 def full_stack(
-    spec: str,
+    spec: str | Sequence[str],
     *,
     data_dir: Path | None = None,
     services: bool = True,
