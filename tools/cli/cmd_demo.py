@@ -52,7 +52,7 @@ def demo(
         return "you" if Confirm.ask(question, console=err) else None
 
     def report(result: DemoResult) -> None:
-        out.print(outcome_table(result))
+        out.print(outcome_table(result, out.width))
         if team:
             for tree in conversation_trees(result):
                 # soft wrapping would crop a long branch at the terminal's edge

@@ -358,17 +358,26 @@ def _answer(outcome: RunOutcome) -> str:
     return outcome.reason
 
 
-def outcome_table(result: DemoResult) -> Table:
-    """Every run: each question's, followed by those it delegated to or handed off to."""
+#: the terminal width from which the outcomes table has room for the questions and answers
+_TEXT_COLUMNS_FROM = 110
+
+
+def outcome_table(result: DemoResult, width: int = 200) -> Table:
+    """Every run: each question's, followed by those it delegated to or handed off to. On a
+    terminal narrower than ``width`` the texts are left out (the events above and the trees
+    below show them), so what is left stays readable."""
     table = Table(title="outcomes")
+    texts = width >= _TEXT_COLUMNS_FROM
     for column in ("agent", "kind", "input", "outcome", "steps", "tools", "tokens", "answer"):
-        # on a narrow terminal the texts wrap, and who answered stays whole
-        wraps = column in ("input", "answer")
-        table.add_column(column, no_wrap=not wraps, ratio=1 if wraps else None)
+        if column in ("input", "answer"):
+            if texts:
+                table.add_column(column, ratio=1)
+        else:
+            table.add_column(column, no_wrap=True)
     for run_id in result.runs_in_order():
         given = result.inputs[run_id]
         outcome = result.outcomes[run_id]
-        table.add_row(
+        cells = [
             given.agent_id,
             result.kind_of(given.agent_id),
             escape(given.text),
@@ -377,7 +386,8 @@ def outcome_table(result: DemoResult) -> Table:
             str(outcome.tool_calls),
             str(outcome.usage.total),
             escape(_answer(outcome)),
-        )
+        ]
+        table.add_row(*(cells if texts else [c for i, c in enumerate(cells) if i not in (2, 7)]))
     return table
 
 
