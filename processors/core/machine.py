@@ -371,9 +371,9 @@ def _on_input(state: AgentState, event: AgentInput, step: _Step) -> AgentState:
         origin=event.origin,
     )
     if run_id_of(queued.event_id) in state.cancelled_runs:  # its cancel came first
-        run = _new_run(state, queued, step)
-        by = f"agent:{run.origin.agent_id}" if run.origin else SOURCE
-        return _cancel(state, run, step, by, "cancelled before its input arrived")
+        never = _new_run(state, queued, step)
+        by = f"agent:{never.origin.agent_id}" if never.origin else SOURCE
+        return _cancel(state, never, step, by, "cancelled before its input arrived")
     run = state.run
     if run is not None and event.envelope.occurred_at > run.deadline_at:
         state = _past_deadline(state, run, step)

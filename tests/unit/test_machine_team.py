@@ -577,7 +577,7 @@ def test_a_handoff_passes_on_what_the_run_spent_so_the_parent_counts_it() -> Non
 
 def test_the_roots_max_depth_rules_the_runs_it_leads_to() -> None:
     # the researcher's own limit (the default, 3) would allow a second level
-    squad, failed = _refused({"triage": {"max_depth": 1}}, "ask_researcher: ask_writer: hi")
+    _, failed = _refused({"triage": {"max_depth": 1}}, "ask_researcher: ask_writer: hi")
     assert failed.envelope.agent_id == "ana/researcher"
     assert failed.reason == (
         "delegation depth 2 is over max_depth 1: triage -> researcher -> writer"

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentstream.processors.loading import DEFAULT_SPEC, load_spec
+from agentstream.processors.core.machine import run_id_of
+from agentstream.processors.loading import DEFAULT_SPEC, load_catalog
 from agentstream.schemas.events import AgentInput
 from agentstream.streams.producer import AgentStreamProducer
 from agentstream.streams.runtime.settings import Settings
@@ -23,6 +24,7 @@ from agentstream.tools.devstack.stack import Broker
 from agentstream.tools.harness import chaos_checks
 from agentstream.tools.harness.chaos_services import prepare_services
 from agentstream.tools.harness.chaos_workload import (
+    TEAM_SPEC,
     AutoApprover,
     BadRecord,
     Steering,
@@ -48,6 +50,13 @@ class ChaosConfig:
     broker_kills: int = 0
     settle_timeout_s: float = 180.0
     spec: str = DEFAULT_SPEC
+    #: kinds served beside ``spec``, whose agents the workload asks too: delegating and
+    #: handing off (none: only ``spec``'s agents)
+    team: tuple[str, ...] = (TEAM_SPEC,)
+
+    @property
+    def specs(self) -> list[str]:
+        return [self.spec, *self.team]
 
 
 @dataclass
@@ -68,7 +77,8 @@ class ChaosReport:
         v = self.verdict
         return (
             f"events={v.events} runs={v.runs} (completed={v.completed} failed={v.failed} "
-            f"cancelled={v.cancelled}) "
+            f"cancelled={v.cancelled} handed_off={v.handed_off}) "
+            f"delegations={v.delegations} (answers {v.delegation_answers}) "
             f"outcome_records={v.outcome_records} kills={sum(self.kills.values())} "
             f"({', '.join(f'{k} {n}' for k, n in sorted(self.kills.items()))}) "
             f"lost={v.lost} duplicated={v.duplicated} applied_checked={v.applied_checked} "
@@ -92,11 +102,13 @@ def run_chaos(
     if config.broker_kills and broker is None:
         raise ValueError("broker kills need the broker process")
     began = time.monotonic()
-    spec = load_spec(config.spec)
-    inputs = questions(config.agents, config.runs_per_agent, config.seed)
+    catalog = load_catalog(config.specs)
+    inputs = questions(
+        config.agents, config.runs_per_agent, config.seed, with_team=bool(config.team)
+    )
     steering = Steering.of(inputs)
     report = ChaosReport(config, chaos_checks.Verdict())
-    services = prepare_services(config.spec, settings, schema, workdir, "chaos.")
+    services = prepare_services(config.specs, settings, schema, workdir, "chaos.")
     approver = AutoApprover(settings)
     try:
         services.start(timeout=90.0)
@@ -115,7 +127,7 @@ def run_chaos(
         _settle(
             settings,
             services=services,
-            runs=len(inputs),
+            inputs=inputs,
             schema=schema,
             config=config,
             report=report,
@@ -132,7 +144,7 @@ def run_chaos(
     progress("checking outcomes, states, read models and dead letters")
     verdict = report.verdict
     chaos_checks.check_outcomes(settings, inputs, verdict)
-    chaos_checks.check_states_fold(settings, spec, inputs, verdict, may_refuse=steering.cancels)
+    chaos_checks.check_states_fold(settings, catalog, inputs, verdict, may_refuse=steering.cancels)
     chaos_checks.check_projection(settings, schema, verdict)
     chaos_checks.check_dead_letters(settings, bad, verdict, may_refuse=steering.cancels)
     verdict.events = chaos_checks.count_events(settings)
@@ -193,9 +205,10 @@ def _under_kills(
             report.kills[victim.name] += 1
             victim.start()
             progress(f"kill {n + 1}/{config.kills}: {victim.name}")
-        # the paused agents' runs wait for the resume; every other run ends first
-        held = sum(1 for e in inputs if e.envelope.agent_id in steering.paused)
-        chaos_checks.wait_for_outcomes(settings, len(inputs) - held, config.settle_timeout_s)
+        # the paused agents' runs wait for the resume; every other run ends first, and every
+        # run started by a run (no such run is of a paused agent)
+        going = {run_id_of(e.event_id) for e in inputs if e.agent_id not in steering.paused}
+        chaos_checks.wait_for_runs(settings, going, config.settle_timeout_s)
         for event in steering.last():
             producer.send_async(event)
         producer.flush()
@@ -207,18 +220,22 @@ def _settle(
     settings: Settings,
     *,
     services: ServiceSupervisor,
-    runs: int,
+    inputs: list[AgentInput],
     schema: str,
     config: ChaosConfig,
     report: ChaosReport,
     progress: Progress,
 ) -> None:
-    """Wait for every run's outcome and for the projector to reach the topics' end."""
+    """Wait for every run's outcome (the runs that runs started too) and for the projector to
+    reach the topics' end."""
     began = time.monotonic()
     for service in services.services:
         service.wait_ready(config.settle_timeout_s)
-    found = chaos_checks.wait_for_outcomes(settings, runs, config.settle_timeout_s)
-    progress(f"{len(found)}/{runs} runs ended; waiting for the projection")
+    workload = {run_id_of(e.event_id) for e in inputs}
+    runs = chaos_checks.wait_for_runs(settings, workload, config.settle_timeout_s)
+    started = runs.started(workload)
+    ended = started & runs.outcomes.keys()
+    progress(f"{len(ended)}/{len(started)} runs ended; waiting for the projection")
     if not chaos_checks.wait_projection_caught_up(settings, schema, config.settle_timeout_s):
         report.verdict.problem("the projector did not catch up with the topics")
     report.settle_seconds = time.monotonic() - began

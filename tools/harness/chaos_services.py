@@ -3,6 +3,7 @@ configured by the run's settings alone (``tools.services`` starts, kills and sto
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from agentstream.projections.migrate import migrate
@@ -16,7 +17,7 @@ from agentstream.tools.devstack.services import (
 
 
 def prepare_services(
-    spec: str, settings: Settings, schema: str, workdir: Path, default_prefix: str
+    spec: str | Sequence[str], settings: Settings, schema: str, workdir: Path, default_prefix: str
 ) -> ServiceSupervisor:
     """Topics and tables ready, and the services of a run (not yet started), configured by
     ``settings`` alone; their groups are named after the topic prefix, else ``default_prefix``."""
@@ -31,16 +32,21 @@ def prepare_services(
 
 
 def reliability_services(
-    spec: str, prefix: str, schema: str, *, instance: int = 1
+    spec: str | Sequence[str], prefix: str, schema: str, *, instance: int = 1
 ) -> list[ServiceCommand]:
     """Every service of ``dev up``, with groups of their own (``prefix``) and static member ids
     where the service has them, so a restarted member takes its partitions back at once.
+    ``spec``: the agent, or several paths (the kinds of a team, each given as a ``--spec``).
 
     ``instance`` > 1 gives further members of the same groups (named ``processor-2`` and so on)
     for scale-out runs. Those are dynamic members: one that stops leaves its group at once,
     where a static member sends no LeaveGroup and its partitions wait for its session to time
     out.
     """
+
+    specs = tuple(
+        a for path in ([spec] if isinstance(spec, str) else spec) for a in ("--spec", path)
+    )
 
     def group(name: str) -> tuple[str, ...]:
         if instance > 1:
@@ -50,17 +56,17 @@ def reliability_services(
     commands = [
         ServiceCommand(
             "processor",
-            ("processor", "run", "--spec", spec, *group("processor")),
+            ("processor", "run", *specs, *group("processor")),
             "processor_started",
         ),
         ServiceCommand(
             "tool-worker",
-            ("worker", "tools", "run", "--spec", spec, *group("tools")),
+            ("worker", "tools", "run", *specs, *group("tools")),
             "worker_started",
         ),
         ServiceCommand(
             "model-worker",
-            ("worker", "models", "run", "--spec", spec, *group("models")),
+            ("worker", "models", "run", *specs, *group("models")),
             "worker_started",
         ),
         ServiceCommand(

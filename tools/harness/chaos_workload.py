@@ -1,6 +1,7 @@
-"""What a chaos or soak run sends: questions to the support agent, a person who decides every
-approval, operators who steer some agents (facts, erasures, pauses, cancels), and a few records
-that are meant for the DLQ."""
+"""What a chaos or soak run sends: questions to the support agent (and, in a chaos run, to a
+team of other kinds: planners that delegate to two agents at once, concierges that hand the
+conversation off), a person who decides every approval, operators who steer some agents (facts,
+erasures, pauses, cancels), and a few records that are meant for the DLQ."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from confluent_kafka import Consumer
 from agentstream.processors.control import steering
 from agentstream.processors.control.approvals import decide
 from agentstream.processors.core.machine import run_id_of
+from agentstream.processors.core.spec import AgentSpec, ModelSpec, delegate, handoff, tool
 from agentstream.schemas.events import (
     AgentInput,
     ApprovalRequested,
@@ -48,6 +50,14 @@ QUESTIONS = (
 )
 APPROVER = "chaos-approver"
 
+#: The team's kinds, served beside the support agent (``--spec`` of the services): a planner
+#: asks a researcher and a checker in parallel; a concierge hands its conversation to a
+#: researcher. The checker's tool needs an approval, so children wait for the person too.
+TEAM_SPEC = "agentstream.tools.harness.chaos_workload:team"
+PLANNER, RESEARCHER, CHECKER, CONCIERGE = "planner", "researcher", "checker", "concierge"
+PLANS = ("Please plan the spring sale.", "Can you plan a launch party?", "Plan the migration.")
+RESEARCH_ASKS = ("I need research on returns.", "Could you do research on shipping?")
+
 #: Which service dead-letters a bad record on each topic: its consumer, once (the projector,
 #: which reads them all, leaves them to it).
 DEAD_LETTERED_BY = {
@@ -57,10 +67,101 @@ DEAD_LETTERED_BY = {
 }
 
 
+@tool(timeout_s=5)
+def gather_sources(topic: str) -> dict[str, object]:
+    """Sources on a topic."""
+    return {"topic": topic, "sources": 3}
+
+
+@tool(requires_approval=True, timeout_s=5)
+def check_claims(topic: str) -> dict[str, object]:
+    """Check the claims about a topic; a person approves every check."""
+    return {"topic": topic, "claims_ok": True}
+
+
+def _scripted(kind: str, rules: list[dict[str, object]], answer: str) -> ModelSpec:
+    script = {"rules": rules, "answer": answer}
+    return ModelSpec(provider="scripted", name=kind, parameters={"script": script})
+
+
+def _planner() -> AgentSpec:
+    when = r"\bplan (?:the |a )?(?P<topic>[\w-]+)"
+    # one group: both children are asked in the same reply, and run side by side
+    rules: list[dict[str, object]] = [
+        {"when": when, "tool": f"ask_{RESEARCHER}", "arguments": {"task": "research {topic}"}},
+        {"when": when, "tool": f"ask_{CHECKER}", "arguments": {"task": "check {topic}"}},
+    ]
+    return AgentSpec(
+        name=PLANNER,
+        system_prompt="Plan with your team: ask the researcher and the checker at once.",
+        model=_scripted(PLANNER, [{**r, "group": "team"} for r in rules], "plan: {summary}"),
+        tools=(delegate(RESEARCHER), delegate(CHECKER)),
+    )
+
+
+def _researcher() -> AgentSpec:
+    rule: dict[str, object] = {
+        "when": r"\bresearch (?:on )?(?P<topic>[\w-]+)",
+        "tool": "gather_sources",
+        "arguments": {"topic": "{topic}"},
+    }
+    answer = "researched {topic}: {result.gather_sources.sources} sources"
+    return AgentSpec(
+        name=RESEARCHER,
+        system_prompt="Find sources.",
+        model=_scripted(RESEARCHER, [rule], answer),
+        tools=(gather_sources,),
+    )
+
+
+def _checker() -> AgentSpec:
+    rule: dict[str, object] = {
+        "when": r"\bcheck (?P<topic>[\w-]+)",
+        "tool": "check_claims",
+        "arguments": {"topic": "{topic}"},
+    }
+    return AgentSpec(
+        name=CHECKER,
+        system_prompt="Check claims.",
+        model=_scripted(CHECKER, [rule], "checked {topic}: {summary}"),
+        tools=(check_claims,),
+    )
+
+
+def _concierge() -> AgentSpec:
+    rule: dict[str, object] = {
+        "when": r"\bresearch on (?P<topic>[\w-]+)",
+        "tool": f"handoff_to_{RESEARCHER}",
+        "arguments": {"note": "research {topic}"},
+    }
+    return AgentSpec(
+        name=CONCIERGE,
+        system_prompt="Greet, then hand research to the researcher.",
+        model=_scripted(CONCIERGE, [rule], "Hello! {summary}"),
+        tools=(handoff(RESEARCHER),),
+    )
+
+
+def team() -> list[AgentSpec]:
+    """The team's kinds (``TEAM_SPEC``)."""
+    return [_planner(), _researcher(), _checker(), _concierge()]
+
+
+def _asked(n: int, run: int, with_team: bool) -> tuple[str, str | None]:
+    """What agent ``n`` is asked in its ``run``, and its kind (None: the default kind). Every
+    tenth agent plans, every twentieth is a concierge (spread over the steered agents too)."""
+    if with_team and n % 10 == 3:
+        return PLANS[(n + run) % len(PLANS)], PLANNER
+    if with_team and n % 20 == 7:
+        return RESEARCH_ASKS[(n + run) % len(RESEARCH_ASKS)], CONCIERGE
+    return QUESTIONS[(n + run) % len(QUESTIONS)], None
+
+
 def questions(
-    agents: int, runs_per_agent: int, seed: int, prefix: str = "agent"
+    agents: int, runs_per_agent: int, seed: int, prefix: str = "agent", *, with_team: bool = False
 ) -> list[AgentInput]:
-    """One input per run; an agent's second input waits in its queue for the first run."""
+    """One input per run; an agent's second input waits in its queue for the first run. With
+    ``with_team``, some agents are of the team's kinds (served with ``TEAM_SPEC``)."""
     rng = random.Random(seed)
     found = []
     for run in range(runs_per_agent):
@@ -74,7 +175,8 @@ def questions(
                 occurred_at=datetime.now(UTC),
                 source="chaos",
             )
-            found.append(AgentInput(envelope=envelope, text=QUESTIONS[(n + run) % len(QUESTIONS)]))
+            text, kind = _asked(n, run, with_team)
+            found.append(AgentInput(envelope=envelope, text=text, kind=kind))
     return found
 
 
