@@ -44,6 +44,7 @@ TABLES: dict[str, _Summed] = {
     "agent_memory": _Summed(),
     "waits": _Summed(),
     "timers": _Summed(),
+    "run_inputs": _Summed(),
 }
 
 

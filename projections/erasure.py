@@ -122,7 +122,10 @@ class _Quoting:
 
 _READ_MODELS: dict[str, _Quoting] = {
     "runs": _Quoting(
-        "run_id", ("input_text", "output", "failure_reason", "cancel_reason"), (), ("started_at",)
+        "run_id",
+        ("input_text", "output", "failure_reason", "cancel_reason", "handoff_note"),
+        (),
+        ("started_at",),
     ),
     "tool_calls": _Quoting(
         "call_id", ("error_message",), ("arguments", "result"), ("requested_at", "finished_at")

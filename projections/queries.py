@@ -1,5 +1,6 @@
-"""Read-model queries: an agent's timeline, pending approvals, runs by status, and the state of
-an agent at a point in time, folded from its audit events by the processor's own state machine.
+"""Read-model queries: an agent's timeline, pending approvals, runs by status, the runs of a
+conversation across agents, and the state of an agent at a point in time, folded from its audit
+events by the processor's own state machine.
 
 Every function takes a connection from :func:`agentstream.projections.database.connect`, whose
 search path selects the projection schema. The same SQL is documented in projections/README.md.
@@ -10,18 +11,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import psycopg
 from psycopg.rows import class_row
 
 from agentstream.processors.core.machine import fold
 from agentstream.processors.core.ordering import causal_order
-from agentstream.processors.core.spec import AgentSpec
+from agentstream.processors.core.spec import AgentSpec, Catalog, SpecVersions
 from agentstream.processors.core.state import AgentState
 from agentstream.processors.replay.order import Queued, processor_order
 from agentstream.projections.audit import event_from_payload
 from agentstream.projections.database import offsets_of
+from agentstream.projections.rows import RunStatus
 from agentstream.projections.writer import PROJECTION
 from agentstream.schemas.events import Event
 from agentstream.streams.topics import (
@@ -39,35 +41,43 @@ from agentstream.streams.topics import (
 )
 
 __all__ = [
+    "AGENT_CONVERSATIONS_SQL",
     "AGENT_SQL",
     "CAUSED_SQL",
+    "CONVERSATION_SQL",
     "FACTS_SQL",
     "FOLD_EVENTS_SQL",
     "PENDING_APPROVALS_SQL",
     "RUNS_BY_STATUS_SQL",
+    "SENT_SQL",
     "TIMELINE_SQL",
     "AgentRow",
     "Connection",
+    "ConversationRun",
     "FactRow",
     "PendingApproval",
     "Position",
     "RunRow",
     "RunStatus",
     "TimelineEntry",
+    "agent_conversations",
     "agent_facts",
     "agent_state_at",
     "agent_timeline",
+    "conversation_tree",
     "fold_events",
     "get_agent",
     "pending_approvals",
     "projection_position",
+    "run_input",
     "runs_by_status",
 ]
 
 Connection = psycopg.Connection[tuple[object, ...]]
 #: Next offset per (physical topic, partition), as stored in ``projection_offsets``.
 Position = Mapping[tuple[str, int], int]
-RunStatus = Literal["running", "completed", "failed", "cancelled"]
+#: what folding an agent needs: its spec, its versions, or every kind served
+Specs = AgentSpec | SpecVersions | Catalog
 
 #: What the processor consumes, in its subscription order (ties in event time follow it).
 _PROCESSOR_INPUTS: tuple[TopicSpec, ...] = (
@@ -105,6 +115,9 @@ class AgentRow:
     updated_at: datetime
     paused: bool
     runs_cancelled: int
+    #: None: the default kind of the processor that served it
+    kind: str | None = None
+    runs_handed_off: int = 0
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,44 @@ class RunRow:
     cancel_reason: str | None
     spec_version: int | None
     spec_hash: str | None
+    kind: str | None = None
+    correlation_id: str | None = None
+    origin_relation: str | None = None
+    parent_agent_id: str | None = None
+    parent_run_id: str | None = None
+    handoff_kind: str | None = None
+    handoff_note: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationRun:
+    """One run of a conversation, with the run that started it (None for the first)."""
+
+    run_id: str
+    agent_id: str
+    kind: str | None
+    status: str
+    origin_relation: str | None
+    parent_agent_id: str | None
+    parent_run_id: str | None
+    #: the delegating call a delegated run answers
+    call_id: str | None
+    depth: int
+    correlation_id: str
+    input_event_id: str | None
+    input_text: str | None
+    #: what it ended with: its output, why it failed, who cancelled it, or whom it handed off to
+    result: str | None
+    steps: int
+    prompt_tokens: int
+    completion_tokens: int
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: int | None
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass(frozen=True)
@@ -174,15 +225,18 @@ WHERE agent_id = %(agent_id)s ORDER BY recorded_at, key
 AGENT_SQL = """
 SELECT agent_id, tenant_id, status, active_run_id, events, runs_completed, runs_failed,
        prompt_tokens, completion_tokens, total_tokens, first_event_at, updated_at, paused,
-       runs_cancelled
+       runs_cancelled, kind, runs_handed_off
 FROM agents WHERE agent_id = %(agent_id)s
 """
 
+# A run's events and the input that started it (an input belongs to no run yet).
 TIMELINE_SQL = """
 SELECT event_id, type, occurred_at, run_id, call_id, causation_id, source, topic, "partition",
        "offset", payload
 FROM agent_events
-WHERE agent_id = %(agent_id)s AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s)
+WHERE agent_id = %(agent_id)s
+  AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s
+       OR event_id = (SELECT input_event_id FROM run_inputs WHERE run_id = %(run_id)s))
 ORDER BY occurred_at, topic, "partition", "offset"
 LIMIT %(limit)s
 """
@@ -197,21 +251,65 @@ ORDER BY requested_at, call_id
 LIMIT %(limit)s
 """
 
+# An agent has one kind: a run whose input named none is of the kind its agent's other runs
+# named, when one did.
 RUNS_BY_STATUS_SQL = """
-SELECT run_id, agent_id, tenant_id, status, input_text, output, failure_reason, error_class,
-       steps, tool_calls, prompt_tokens, completion_tokens, started_at, finished_at, duration_ms,
-       cancelled_by, cancel_reason, spec_version, spec_hash
-FROM runs
-WHERE status = %(status)s
-  AND (%(agent_id)s::text IS NULL OR agent_id = %(agent_id)s)
-  AND (%(tenant_id)s::text IS NULL OR tenant_id = %(tenant_id)s)
-ORDER BY started_at DESC, run_id
+SELECT r.run_id, r.agent_id, r.tenant_id, r.status, r.input_text, r.output, r.failure_reason,
+       r.error_class, r.steps, r.tool_calls, r.prompt_tokens, r.completion_tokens, r.started_at,
+       r.finished_at, r.duration_ms, r.cancelled_by, r.cancel_reason, r.spec_version,
+       r.spec_hash, coalesce(r.kind, a.kind) AS kind, r.correlation_id, r.origin_relation,
+       r.parent_agent_id, r.parent_run_id, r.handoff_kind, r.handoff_note
+FROM runs r LEFT JOIN agents a ON a.agent_id = r.agent_id
+WHERE r.status = %(status)s
+  AND (%(agent_id)s::text IS NULL OR r.agent_id = %(agent_id)s)
+  AND (%(tenant_id)s::text IS NULL OR r.tenant_id = %(tenant_id)s)
+ORDER BY r.started_at DESC, r.run_id
 LIMIT %(limit)s
 """
+
+_CONVERSATION_SELECT = """
+SELECT r.run_id, r.agent_id, coalesce(r.kind, a.kind) AS kind, r.status, r.origin_relation,
+       r.parent_agent_id, r.parent_run_id, r.call_id, r.depth, r.correlation_id,
+       r.input_event_id, r.input_text,
+       coalesce(r.output, r.error_class || ': ' || r.failure_reason,
+                'cancelled by ' || r.cancelled_by
+                    || coalesce(': ' || nullif(r.cancel_reason, ''), ''),
+                'handed off to ' || r.handoff_kind
+                    || coalesce(': ' || nullif(r.handoff_note, ''), '')
+       ) AS result,
+       r.steps, r.prompt_tokens, r.completion_tokens, r.started_at, r.finished_at, r.duration_ms
+FROM runs r LEFT JOIN agents a ON a.agent_id = r.agent_id
+"""
+#: Every run of the conversation ``run_id`` belongs to (the runs sharing its correlation id),
+#: each with the run that started it; in the order they started.
+CONVERSATION_SQL = (
+    _CONVERSATION_SELECT
+    + """WHERE r.correlation_id = (SELECT correlation_id FROM runs WHERE run_id = %(run_id)s)
+ORDER BY r.started_at, r.run_id
+"""
+)
+#: Every run of every conversation an agent's runs belong to, conversation by conversation.
+AGENT_CONVERSATIONS_SQL = (
+    _CONVERSATION_SELECT
+    + """WHERE r.correlation_id IN (
+    SELECT correlation_id FROM runs WHERE agent_id = %(agent_id)s AND correlation_id IS NOT NULL
+)
+ORDER BY r.correlation_id, r.started_at, r.run_id
+"""
+)
 
 CAUSED_SQL = """
 SELECT causation_id, event_id FROM agent_events
 WHERE agent_id = %(agent_id)s AND type = ANY(%(types)s) AND causation_id IS NOT NULL
+"""
+
+#: What the agent's inputs caused the processor to send other agents: keyed to them, so stored
+#: under their ids (the literal types let PostgreSQL use the partial index of 0005).
+SENT_SQL = """
+SELECT causation_id, event_id FROM agent_events
+WHERE causation_id = ANY(%(causes)s) AND agent_id <> %(agent_id)s
+  AND type IN ('AgentInput', 'DelegationReturned', 'RunCancelRequested')
+  AND source = 'processor'
 """
 
 FOLD_EVENTS_SQL = """
@@ -237,8 +335,8 @@ def agent_facts(conn: Connection, agent_id: str) -> list[FactRow]:
 def agent_timeline(
     conn: Connection, agent_id: str, *, run_id: str | None = None, limit: int = 10_000
 ) -> list[TimelineEntry]:
-    """Every audit event of an agent (or of one of its runs) in event time, causes before their
-    effects."""
+    """Every audit event of an agent (or of one of its runs, with the input that started it) in
+    event time, causes before their effects."""
     with conn.cursor(row_factory=class_row(TimelineEntry)) as cur:
         params = {"agent_id": agent_id, "run_id": run_id, "limit": limit}
         rows = cur.execute(TIMELINE_SQL, params).fetchall()
@@ -268,6 +366,33 @@ def runs_by_status(
         return cur.execute(RUNS_BY_STATUS_SQL, params).fetchall()
 
 
+def conversation_tree(conn: Connection, run_id: str) -> list[ConversationRun]:
+    """Every run of the conversation ``run_id`` belongs to, across agents, in the order they
+    started; ``parent_run_id`` links each to the run that delegated or handed off to it. Empty
+    while the read models do not know the run's conversation (none of its requests projected
+    yet)."""
+    with conn.cursor(row_factory=class_row(ConversationRun)) as cur:
+        return cur.execute(CONVERSATION_SQL, {"run_id": run_id}).fetchall()
+
+
+def run_input(conn: Connection, run_id: str) -> str | None:
+    """The event id of the input that starts (or started) ``run_id``, if it was projected."""
+    row = conn.execute(
+        "SELECT input_event_id FROM run_inputs WHERE run_id = %(run_id)s", {"run_id": run_id}
+    ).fetchone()
+    return None if row is None else cast(str, row[0])
+
+
+def agent_conversations(conn: Connection, agent_id: str) -> dict[str, list[ConversationRun]]:
+    """The runs of every conversation the agent took part in, by correlation id."""
+    with conn.cursor(row_factory=class_row(ConversationRun)) as cur:
+        rows = cur.execute(AGENT_CONVERSATIONS_SQL, {"agent_id": agent_id}).fetchall()
+    found: dict[str, list[ConversationRun]] = {}
+    for row in rows:
+        found.setdefault(row.correlation_id, []).append(row)
+    return found
+
+
 def projection_position(
     conn: Connection, projection: str = PROJECTION
 ) -> dict[tuple[str, int], int]:
@@ -282,7 +407,7 @@ def projection_position(
 def fold_events(
     conn: Connection,
     agent_id: str,
-    spec: AgentSpec,
+    spec: Specs,
     *,
     at: datetime | None = None,
     position: Position | None = None,
@@ -304,8 +429,10 @@ def fold_events(
         streams.setdefault(key, []).append(Queued(occurred_at, _rank(key[0]), event))
     # Outputs are facts about the order whatever the cut: all of them are used.
     caused: dict[str, set[str]] = {}
-    outputs = conn.execute(CAUSED_SQL, {"agent_id": agent_id, "types": _OUTPUT_TYPES})
-    for causation_id, event_id in outputs.fetchall():
+    outputs = conn.execute(CAUSED_SQL, {"agent_id": agent_id, "types": _OUTPUT_TYPES}).fetchall()
+    causes = [q.event.envelope.event_id for stream in streams.values() for q in stream]
+    sent = conn.execute(SENT_SQL, {"agent_id": agent_id, "causes": causes}).fetchall()
+    for causation_id, event_id in (*outputs, *sent):
         caused.setdefault(cast(str, causation_id), set()).add(cast(str, event_id))
     frozen = {cause: frozenset(ids) for cause, ids in caused.items()}
     return processor_order([streams[k] for k in sorted(streams)], frozen, spec)
@@ -314,7 +441,7 @@ def fold_events(
 def agent_state_at(
     conn: Connection,
     agent_id: str,
-    spec: AgentSpec,
+    spec: Specs,
     *,
     at: datetime | None = None,
     position: Position | None = None,

@@ -15,8 +15,10 @@ import json
 import operator
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
+from agentstream.processors.core.machine import run_id_of
 from agentstream.projections.audit import SourcedEvent
 from agentstream.projections.sanitize import jsonb_text
 from agentstream.schemas.events import (
@@ -28,6 +30,7 @@ from agentstream.schemas.events import (
     ApprovalGranted,
     ApprovalRequested,
     CallbackCompleted,
+    DelegationReturned,
     Event,
     MemoryErased,
     MemoryRecorded,
@@ -36,6 +39,8 @@ from agentstream.schemas.events import (
     RunCancelled,
     RunCompleted,
     RunFailed,
+    RunHandedOff,
+    RunRelation,
     TimerFired,
     TimerPurpose,
     TimerSet,
@@ -52,6 +57,8 @@ __all__ = [
     "APPROVAL_ROW",
     "FACT_COLUMNS",
     "FACT_ROW",
+    "INPUT_COLUMNS",
+    "INPUT_ROW",
     "RUN_COLUMNS",
     "RUN_ROW",
     "TIMER_COLUMNS",
@@ -67,6 +74,7 @@ __all__ = [
     "DecisionKind",
     "Erase",
     "FactDelta",
+    "InputDelta",
     "MemoryDelta",
     "RunDelta",
     "RunStatus",
@@ -79,11 +87,20 @@ __all__ = [
     "tool_call_status",
 ]
 
-RunStatus = Literal["running", "completed", "failed", "cancelled"]
+
+class RunStatus(StrEnum):
+    """A run's status in the read models: running until its outcome says how it ended."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    HANDED_OFF = "handed_off"
+
 
 # isinstance() with these tuples: a union written inline (A | B) is built anew on every call,
 # which made isinstance the most expensive thing in folding a batch.
-_OUTCOMES = (RunCompleted, RunFailed, RunCancelled)
+_OUTCOMES = (RunCompleted, RunFailed, RunCancelled, RunHandedOff)
 _MACHINE_OUTPUTS = (
     ModelCallRequested,
     ToolCallRequested,
@@ -91,14 +108,24 @@ _MACHINE_OUTPUTS = (
     RunCompleted,
     RunFailed,
     RunCancelled,
+    RunHandedOff,
     TimerSet,
 )
-_SPEC_CARRIERS = (ModelCallRequested, RunCompleted, RunFailed, RunCancelled)
+_SPEC_CARRIERS = (ModelCallRequested, RunCompleted, RunFailed, RunCancelled, RunHandedOff)
 _PAUSES = (AgentPaused, AgentResumed)
 _MEMORY_EVENTS = (MemoryRecorded, MemoryErased)
 _TIMER_EVENTS = (TimerSet, TimerFired)
 #: events that may change an agent's status without touching its runs or approvals
-_STEERING = (AgentPaused, AgentResumed, ToolCallWaiting, CallbackCompleted, TimerSet, TimerFired)
+_STEERING = (
+    AgentPaused,
+    AgentResumed,
+    ToolCallWaiting,
+    CallbackCompleted,
+    TimerSet,
+    TimerFired,
+    DelegationReturned,
+)
+_Outcome = RunCompleted | RunFailed | RunCancelled | RunHandedOff
 _CALL_REQUESTS = (ApprovalRequested, ToolCallRequested)
 _TOOL_EVENTS = (ApprovalRequested, ToolCallRequested, ToolCallCompleted, ToolCallFailed)
 _APPROVAL_EVENTS = (ApprovalRequested, ApprovalGranted, ApprovalDenied, ApprovalExpired)
@@ -144,6 +171,7 @@ class AgentDelta:
     runs_cancelled: int = 0
     #: the batch's last pause or resume (they share the control partition); None: neither
     paused: bool | None = None
+    runs_handed_off: int = 0
 
     @classmethod
     def start(cls, event: Event) -> AgentDelta:
@@ -156,16 +184,21 @@ class AgentDelta:
         self.first_event_at = min(self.first_event_at, at)
         self.updated_at = max(self.updated_at, at)
         if isinstance(event, _OUTCOMES):
-            if isinstance(event, RunCompleted):
-                self.runs_completed += 1
-            elif isinstance(event, RunFailed):
-                self.runs_failed += 1
-            else:
-                self.runs_cancelled += 1
-            self.prompt_tokens += event.usage.prompt_tokens
-            self.completion_tokens += event.usage.completion_tokens
+            self._count(event)
         elif isinstance(event, _PAUSES):
             self.paused = isinstance(event, AgentPaused)
+
+    def _count(self, outcome: _Outcome) -> None:
+        if isinstance(outcome, RunCompleted):
+            self.runs_completed += 1
+        elif isinstance(outcome, RunFailed):
+            self.runs_failed += 1
+        elif isinstance(outcome, RunCancelled):
+            self.runs_cancelled += 1
+        else:
+            self.runs_handed_off += 1
+        self.prompt_tokens += outcome.usage.prompt_tokens
+        self.completion_tokens += outcome.usage.completion_tokens
 
     def merge(self, later: AgentDelta) -> AgentDelta:
         return AgentDelta(
@@ -180,6 +213,7 @@ class AgentDelta:
             self.completion_tokens + later.completion_tokens,
             self.runs_cancelled + later.runs_cancelled,
             later.paused if later.paused is not None else self.paused,
+            self.runs_handed_off + later.runs_handed_off,
         )
 
     def row(self) -> tuple[Any, ...]:
@@ -197,14 +231,16 @@ AGENT_COLUMNS = AGENT_ROW.columns
 class RunDelta:
     """One run. While it runs, counters are tallies of what was seen (the highest step, tool call
     intents and tokens of model results); its outcome event carries the authoritative counters
-    and replaces the tallies. The first outcome wins (a run has one; outcomes share a partition)."""
+    and replaces the tallies. The first outcome wins (a run has one; outcomes share a partition).
+    Its input, kind and origin come from ``run_inputs`` (see :class:`InputDelta`)."""
 
     run_id: str
     agent_id: str
     tenant_id: str
-    input_event_id: str | None
+    #: the conversation, from the state machine's outputs (see :meth:`add`)
+    correlation_id: str | None
     started_at: datetime
-    status: RunStatus = "running"
+    status: RunStatus = RunStatus.RUNNING
     output: str | None = None
     failure_reason: str | None = None
     error_class: str | None = None
@@ -218,6 +254,10 @@ class RunDelta:
     #: the spec version the run is pinned to: every request and the outcome carry the same
     spec_version: int | None = None
     spec_hash: str | None = None
+    handoff_kind: str | None = None
+    handoff_agent_id: str | None = None
+    handoff_run_id: str | None = None
+    handoff_note: str | None = None
 
     @classmethod
     def start(cls, event: Event, run_id: str) -> RunDelta:
@@ -226,15 +266,15 @@ class RunDelta:
 
     @property
     def finished(self) -> bool:
-        return self.status != "running"
+        return self.status is not RunStatus.RUNNING
 
     def add(self, event: Event) -> None:
         env = event.envelope
-        # The run's correlation id is its input's event id. Only the state machine's own outputs
-        # are trusted to carry it (a worker or a person might not); the least one keeps the
-        # merge independent of order even if they disagreed.
+        # Only the state machine's own outputs are trusted to carry the conversation (a worker
+        # or a person might not); the least one keeps the merge independent of order even if
+        # they disagreed.
         if isinstance(event, _MACHINE_OUTPUTS):
-            self.input_event_id = _least(self.input_event_id, env.correlation_id)
+            self.correlation_id = _least(self.correlation_id, env.correlation_id)
         self.started_at = min(self.started_at, env.occurred_at)
         if isinstance(event, _SPEC_CARRIERS):
             if self.spec_version is None:
@@ -255,15 +295,19 @@ class RunDelta:
             self.prompt_tokens += event.usage.prompt_tokens
             self.completion_tokens += event.usage.completion_tokens
 
-    def _finish(self, event: RunCompleted | RunFailed | RunCancelled) -> None:
+    def _finish(self, event: _Outcome) -> None:
         if isinstance(event, RunCompleted):
-            self.status, self.output = "completed", event.output
+            self.status, self.output = RunStatus.COMPLETED, event.output
         elif isinstance(event, RunFailed):
-            self.status = "failed"
+            self.status = RunStatus.FAILED
             self.failure_reason, self.error_class = event.reason, event.error_class
-        else:
-            self.status = "cancelled"
+        elif isinstance(event, RunCancelled):
+            self.status = RunStatus.CANCELLED
             self.cancelled_by, self.cancel_reason = event.cancelled_by, event.reason
+        else:
+            self.status = RunStatus.HANDED_OFF
+            self.handoff_kind, self.handoff_agent_id = event.to_kind, event.to_agent_id
+            self.handoff_run_id, self.handoff_note = event.to_run_id, event.note
         self.steps, self.tool_calls = event.steps, event.tool_calls
         self.prompt_tokens = event.usage.prompt_tokens
         self.completion_tokens = event.usage.completion_tokens
@@ -279,32 +323,21 @@ class RunDelta:
                 self.run_id,
                 self.agent_id,
                 self.tenant_id,
-                self.input_event_id,
+                None,
                 self.started_at,
                 steps=max(self.steps, later.steps),
                 tool_calls=self.tool_calls + later.tool_calls,
                 prompt_tokens=self.prompt_tokens + later.prompt_tokens,
                 completion_tokens=self.completion_tokens + later.completion_tokens,
             )
-        return RunDelta(
-            self.run_id,
-            self.agent_id,
-            self.tenant_id,
-            _least(self.input_event_id, later.input_event_id),
-            min(self.started_at, later.started_at),
-            base.status,
-            base.output,
-            base.failure_reason,
-            base.error_class,
-            base.steps,
-            base.tool_calls,
-            base.prompt_tokens,
-            base.completion_tokens,
-            base.finished_at,
-            base.cancelled_by,
-            base.cancel_reason,
-            self.spec_version if self.spec_version is not None else later.spec_version,
-            self.spec_hash if self.spec_hash is not None else later.spec_hash,
+        return dataclasses.replace(
+            base,
+            agent_id=self.agent_id,
+            tenant_id=self.tenant_id,
+            correlation_id=_least(self.correlation_id, later.correlation_id),
+            started_at=min(self.started_at, later.started_at),
+            spec_version=self.spec_version if self.spec_version is not None else later.spec_version,
+            spec_hash=self.spec_hash if self.spec_hash is not None else later.spec_hash,
         )
 
     def row(self) -> tuple[Any, ...]:
@@ -313,6 +346,52 @@ class RunDelta:
 
 RUN_ROW = TableRow(RunDelta)
 RUN_COLUMNS = RUN_ROW.columns
+
+
+@dataclass(frozen=True, slots=True)
+class InputDelta:
+    """A ``run_inputs`` row: an input under the id of the run it starts if the processor
+    accepts it, its kind, and the run that started it (another agent's run that delegated or
+    handed off to it). One event, so nothing to merge: the first row of a run id stays."""
+
+    run_id: str
+    input_event_id: str
+    agent_id: str
+    kind: str | None
+    origin_relation: str | None
+    parent_agent_id: str | None
+    parent_run_id: str | None
+    call_id: str | None
+    depth: int
+
+    @classmethod
+    def of(cls, event: AgentInput) -> InputDelta:
+        env = event.envelope
+        origin = event.origin
+        if origin is None:
+            return cls(run_id_of(env.event_id), env.event_id, env.agent_id, event.kind, *_ROOT)
+        # A handed-off run answers its predecessor's delegating call, if any: that call is not
+        # its own, so only a delegated run names one.
+        delegated = origin.relation is RunRelation.DELEGATED
+        return cls(
+            run_id_of(env.event_id),
+            env.event_id,
+            env.agent_id,
+            event.kind,
+            RunRelation(origin.relation).value,
+            origin.agent_id,
+            origin.run_id,
+            origin.reply_call_id if delegated else None,
+            origin.depth,
+        )
+
+    def row(self) -> tuple[Any, ...]:
+        return INPUT_ROW(self)
+
+
+_ROOT = (None, None, None, None, 0)
+INPUT_ROW = TableRow(InputDelta)
+INPUT_COLUMNS = INPUT_ROW.columns
 
 
 # -- tool calls --------------------------------------------------------------------------------
@@ -690,8 +769,8 @@ class BatchDeltas:
     waits: dict[str, WaitDelta] = field(default_factory=dict)
     timers: dict[str, TimerDelta] = field(default_factory=dict)
     memory: dict[str, MemoryDelta] = field(default_factory=dict)
-    #: event ids of the batch's inputs: runs started by them may now learn their input text
-    inputs: list[str] = field(default_factory=list)
+    #: the batch's inputs: the runs they start may now learn their input, kind and origin
+    inputs: dict[str, InputDelta] = field(default_factory=dict)
     #: agents whose status the batch may change other than through their runs and approvals
     refresh: set[str] = field(default_factory=set)
 
@@ -709,7 +788,8 @@ class BatchDeltas:
             agent = self.agents[env.agent_id] = AgentDelta.start(event)
         agent.add(event)
         if isinstance(event, AgentInput):
-            self.inputs.append(env.event_id)
+            started = InputDelta.of(event)
+            self.inputs.setdefault(started.run_id, started)
             return
         if env.run_id is not None:
             run = self.runs.get(env.run_id)
@@ -780,7 +860,7 @@ class BatchRows:
             [deltas.runs[k].row() for k in sorted(deltas.runs)],
             [deltas.tool_calls[k].row() for k in sorted(deltas.tool_calls)],
             [deltas.approvals[k].row() for k in sorted(deltas.approvals)],
-            [(event_id,) for event_id in deltas.inputs],
+            [deltas.inputs[k].row() for k in sorted(deltas.inputs)],
             [deltas.waits[k].row() for k in sorted(deltas.waits)],
             [deltas.timers[k].row() for k in sorted(deltas.timers)],
             [f.row() for k in sorted(deltas.memory) for f in deltas.memory[k].facts.values()],

@@ -15,6 +15,7 @@ from agentstream.projections.rows import (
     AGENT_COLUMNS,
     APPROVAL_COLUMNS,
     FACT_COLUMNS,
+    INPUT_COLUMNS,
     RUN_COLUMNS,
     TIMER_COLUMNS,
     TOOL_CALL_COLUMNS,
@@ -43,6 +44,7 @@ __all__ = [
     "UPSERT_AGENTS",
     "UPSERT_APPROVALS",
     "UPSERT_FACTS",
+    "UPSERT_INPUTS",
     "UPSERT_RUNS",
     "UPSERT_TIMERS",
     "UPSERT_TOOL_CALLS",
@@ -117,6 +119,16 @@ _TYPES = {
     "value": "text",
     "recorded_at": "timestamptz",
     "recorded_by": "text",
+    "runs_handed_off": "int",
+    "handoff_kind": "text",
+    "handoff_agent_id": "text",
+    "handoff_run_id": "text",
+    "handoff_note": "text",
+    "kind": "text",
+    "origin_relation": "text",
+    "parent_agent_id": "text",
+    "parent_run_id": "text",
+    "depth": "int",
 }
 _JSONB = {"arguments", "result", "decisions"}
 
@@ -130,7 +142,7 @@ STAGING: dict[str, tuple[str, ...]] = {
     "incoming_waits": WAIT_COLUMNS,
     "incoming_timers": TIMER_COLUMNS,
     "incoming_facts": FACT_COLUMNS,
-    "incoming_inputs": ("event_id",),
+    "incoming_inputs": INPUT_COLUMNS,
     "incoming_refresh": ("agent_id",),
 }
 
@@ -193,6 +205,7 @@ ON CONFLICT (agent_id) DO UPDATE SET
     runs_completed = a.runs_completed + EXCLUDED.runs_completed,
     runs_failed = a.runs_failed + EXCLUDED.runs_failed,
     runs_cancelled = a.runs_cancelled + EXCLUDED.runs_cancelled,
+    runs_handed_off = a.runs_handed_off + EXCLUDED.runs_handed_off,
     prompt_tokens = a.prompt_tokens + EXCLUDED.prompt_tokens,
     completion_tokens = a.completion_tokens + EXCLUDED.completion_tokens,
     first_event_at = LEAST(a.first_event_at, EXCLUDED.first_event_at),
@@ -214,14 +227,14 @@ _RUN_SUMS = {
     c: _TALLY.format(c=c, running=f"r.{c} + EXCLUDED.{c}")
     for c in ("tool_calls", "prompt_tokens", "completion_tokens")
 }
-# Runs that are new (no input text yet) or finished may change their agent's status: their
-# agents are noted for REFRESH_AGENTS, so it need not look at every agent of the batch.
+# Runs that are new (their input not known yet) or finished may change their agent's status:
+# their agents are noted for REFRESH_AGENTS, so it need not look at every agent of the batch.
 UPSERT_RUNS = f"""
 WITH upserted AS (
     INSERT INTO runs AS r ({_quoted(RUN_COLUMNS)})
     SELECT * FROM incoming_runs
     ON CONFLICT (run_id) DO UPDATE SET
-        input_event_id = LEAST(r.input_event_id, EXCLUDED.input_event_id),
+        correlation_id = LEAST(r.correlation_id, EXCLUDED.correlation_id),
         status = {_KEEP.format(c="status")},
         output = {_KEEP.format(c="output")},
         failure_reason = {_KEEP.format(c="failure_reason")},
@@ -229,6 +242,10 @@ WITH upserted AS (
         finished_at = {_KEEP.format(c="finished_at")},
         cancelled_by = {_KEEP.format(c="cancelled_by")},
         cancel_reason = {_KEEP.format(c="cancel_reason")},
+        handoff_kind = {_KEEP.format(c="handoff_kind")},
+        handoff_agent_id = {_KEEP.format(c="handoff_agent_id")},
+        handoff_run_id = {_KEEP.format(c="handoff_run_id")},
+        handoff_note = {_KEEP.format(c="handoff_note")},
         spec_version = COALESCE(r.spec_version, EXCLUDED.spec_version),
         spec_hash = COALESCE(r.spec_hash, EXCLUDED.spec_hash),
         steps = {_TALLY.format(c="steps", running="GREATEST(r.steps, EXCLUDED.steps)")},
@@ -236,23 +253,44 @@ WITH upserted AS (
         prompt_tokens = {_RUN_SUMS["prompt_tokens"]},
         completion_tokens = {_RUN_SUMS["completion_tokens"]},
         started_at = LEAST(r.started_at, EXCLUDED.started_at)
-    RETURNING agent_id, input_text IS NULL OR status <> 'running' AS changed
+    RETURNING agent_id, input_event_id IS NULL OR status <> 'running' AS changed
 )
 INSERT INTO incoming_refresh (agent_id) SELECT agent_id FROM upserted WHERE changed
 """
 
-# A run learns its input text from the input event, whichever of the two is projected first.
-FILL_NEW_RUN_INPUTS = """
-UPDATE runs r SET input_text = e.payload->>'text'
-FROM incoming_runs i, agent_events e
-WHERE r.run_id = i.run_id AND r.input_text IS NULL
-  AND e.event_id = r.input_event_id AND e.type = 'AgentInput'
+# An input's row is one event: the first stays (a re-delivery is the same event).
+UPSERT_INPUTS = f"""
+INSERT INTO run_inputs ({_quoted(INPUT_COLUMNS)})
+SELECT {_quoted(INPUT_COLUMNS)} FROM incoming_inputs
+ON CONFLICT (run_id) DO NOTHING
 """
-FILL_LATE_RUN_INPUTS = """
-UPDATE runs r SET input_text = e.payload->>'text'
-FROM incoming_inputs i, agent_events e
-WHERE r.input_event_id = i.event_id AND r.input_text IS NULL AND e.event_id = i.event_id
+
+# A run learns its input (text, kind, origin) from its run_inputs row, whichever of the two is
+# projected first, and its agent learns its kind. Every accepted input of an agent names its
+# kind or none (the processor refuses another), so LEAST only keeps the merge order-free.
+_FILL_RUNS = """
+WITH filled AS (
+    UPDATE runs r SET
+        input_event_id = i.input_event_id,
+        input_text = e.payload->>'text',
+        kind = i.kind,
+        origin_relation = i.origin_relation,
+        parent_agent_id = i.parent_agent_id,
+        parent_run_id = i.parent_run_id,
+        call_id = i.call_id,
+        depth = i.depth
+    FROM {source} JOIN run_inputs i ON i.run_id = n.run_id
+    LEFT JOIN agent_events e ON e.event_id = i.input_event_id
+    WHERE r.run_id = n.run_id AND r.input_event_id IS NULL
+    RETURNING r.agent_id, r.kind
+)
+UPDATE agents a SET kind = LEAST(a.kind, f.kind)
+FROM (SELECT agent_id, min(kind) AS kind FROM filled GROUP BY agent_id) f
+WHERE a.agent_id = f.agent_id AND f.kind IS NOT NULL
+  AND a.kind IS DISTINCT FROM LEAST(a.kind, f.kind)
 """
+FILL_NEW_RUN_INPUTS = _FILL_RUNS.format(source="incoming_runs n")
+FILL_LATE_RUN_INPUTS = _FILL_RUNS.format(source="incoming_inputs n")
 
 # The first result wins: results of one call share the tool-results partition.
 _FIRST_RESULT = "CASE WHEN t.result_status IS NOT NULL THEN t.{c} ELSE EXCLUDED.{c} END"
@@ -425,8 +463,9 @@ RETURNING value
 
 # The agent's status as the state machine has it (AgentState.status): paused, else idle without
 # an unfinished run, else awaiting approval while that run has a pending approval, waiting while
-# it waits for a callback, sleeping while a sleep is all it waits for, running otherwise. Only
-# agents whose runs, approvals, waits, timers or pause changed are looked at.
+# it waits for a callback, sleeping while a sleep is all it waits for, delegating while a run it
+# delegated to has not answered (no DelegationReturned, its timer not fired), running otherwise.
+# Only agents whose runs, approvals, waits, timers or pause changed are looked at.
 REFRESH_AGENTS = """
 UPDATE agents a SET
     status = CASE WHEN a.paused THEN 'paused' ELSE s.status END,
@@ -448,7 +487,8 @@ FROM (
                     SELECT 1 FROM tool_calls c
                     WHERE c.run_id = r.run_id AND c.status IN ('requested', 'awaiting_approval')
                       AND NOT EXISTS (SELECT 1 FROM waits w WHERE w.call_id = c.call_id)
-                ) THEN 'sleeping'
+                ) AND NOT d.delegating THEN 'sleeping'
+                WHEN d.delegating THEN 'delegating'
                 ELSE 'running'
            END AS status
     FROM (
@@ -460,6 +500,18 @@ FROM (
         ORDER BY started_at DESC, run_id DESC
         LIMIT 1
     ) r ON true
+    CROSS JOIN LATERAL (
+        SELECT EXISTS (
+            SELECT 1 FROM timers t
+            WHERE t.run_id = r.run_id AND t.purpose = 'delegation' AND t.fire_at IS NOT NULL
+              AND (t.fired_at IS NULL OR t.fired_at < t.fire_at)
+              AND NOT EXISTS (
+                  SELECT 1 FROM agent_events e
+                  WHERE e.call_id = t.call_id AND e.type = 'DelegationReturned'
+                    AND e.agent_id = u.agent_id
+              )
+        ) AS delegating
+    ) d
 ) s
 WHERE a.agent_id = s.agent_id
   AND (a.status <> CASE WHEN a.paused THEN 'paused' ELSE s.status END

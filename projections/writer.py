@@ -343,11 +343,12 @@ def _statements(cur: Cursor, rows: BatchRows) -> None:
         cur.execute(q.UPSERT_TIMERS)
     if rows.waits:
         cur.execute(q.UPSERT_WAITS)
+    if rows.inputs:  # before the runs: a run new in this batch may be an input's
+        cur.execute(q.UPSERT_INPUTS)
+        cur.execute(q.FILL_LATE_RUN_INPUTS)
     if rows.runs:
         cur.execute(q.UPSERT_RUNS)
         cur.execute(q.FILL_NEW_RUN_INPUTS)
-    if rows.inputs:
-        cur.execute(q.FILL_LATE_RUN_INPUTS)
     if rows.tool_calls:
         cur.execute(q.UPSERT_TOOL_CALLS)
     if rows.approvals:

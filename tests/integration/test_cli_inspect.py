@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import SUPPORT_DIR
@@ -19,6 +20,7 @@ from projection_support import (
     KEPT,
     ControlWorld,
     DirectFeed,
+    TeamWorld,
     assert_no_trace,
     drop_schemas,
     fresh_schema,
@@ -35,6 +37,7 @@ from agentstream.streams.topics import ensure_topics, topic_for
 pytestmark = pytest.mark.integration
 
 SPEC = ["--spec", "world:support_spec"]
+TEAM_SPEC = ["--spec", "projection_support:team_specs"]
 
 
 def withhold_approvals(request: Event) -> Event | None:
@@ -264,3 +267,98 @@ def test_inspect_never_prints_an_erased_fact(
         [erased] = [t for t in view["timeline"] if t["type"] == "MemoryErased"]
         assert (erased["payload"]["key"], erased["payload"]["requested_by"]) == ("allergy", "dpo")
         assert ERASED in json.dumps(view["timeline"], ensure_ascii=False)
+
+
+# -- conversations across agents ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def team(world: World, database_url: str) -> Iterator[tuple[TeamWorld, str]]:
+    """Conversations across agents, on the topics and in the read models."""
+    conversing = TeamWorld.make(uuid.uuid4().hex[:6])
+    produce(world.settings, conversing.placed())
+    name = fresh_schema(database_url)
+    feed = DirectFeed(database_url, name)
+    try:
+        feed.feed(conversing.placed())
+    finally:
+        feed.close()
+    yield conversing, name
+    drop_schemas(database_url, name)
+
+
+def tree_lines(view: dict[str, Any]) -> list[list[str]]:
+    """Each conversation of a JSON view as "<indent><agent> <status>" lines, siblings sorted."""
+    return [
+        sorted(f"{'  ' * r['level']}{r['agent_id']} {r['status']}" for r in tree)
+        for tree in view["conversations"]
+    ]
+
+
+def test_inspect_shows_the_kind_and_the_tree_of_each_conversation(
+    world: World, team: tuple[TeamWorld, str], database_url: str
+) -> None:
+    conversing, schema = team
+    lead = conversing.lead
+    on_db = ("--schema", schema)
+    db = json.loads(cli(world, "inspect", lead, *on_db, "--json", database_url=database_url).stdout)
+    assert (db["kind"], db["runs_completed"], db["runs_handed_off"]) == ("triage", 1, 1)
+    assert tree_lines(db) == [
+        sorted(
+            [
+                f"{lead} completed",
+                f"  {lead}/researcher completed",
+                f"    {lead}/researcher/librarian completed",
+                f"  {lead}/writer completed",
+            ]
+        ),
+        sorted([f"{lead} handed_off", f"  {lead}/refunds completed"]),
+    ]
+    first, handed = db["conversations"]
+    tokens = {r["agent_id"].removeprefix(lead): r["tokens"] for r in first}
+    assert tokens == {"": 30, "/researcher": 30, "/researcher/librarian": 15, "/writer": 15}
+    assert all(r["latency_ms"] is not None for r in first)
+    assert handed[0]["result"].startswith("handed off to refunds: wants a refund")
+    assert (handed[1]["relation"], handed[1]["parent_run_id"]) == (
+        "handed_off",
+        handed[0]["run_id"],
+    )
+
+    # the topics give the same trees
+    topics = json.loads(cli(world, "inspect", lead, *TEAM_SPEC, "--from-topics", "--json").stdout)
+    assert (topics["kind"], topics["runs_handed_off"]) == ("triage", 1)
+    assert topics["conversations"] == db["conversations"]
+
+    # one run's conversation, from any agent of it; the text shows the tree indented
+    child = next(r for r in first if r["agent_id"] == f"{lead}/researcher")
+    text = cli(
+        world,
+        "inspect",
+        child["agent_id"],
+        "--run",
+        child["run_id"],
+        *on_db,
+        database_url=database_url,
+    )
+    assert text.returncode == 0, text.stderr
+    assert "kind" in text.stdout and "researcher" in text.stdout
+    assert "conversations (runs across agents)" in text.stdout
+    rows = [line for line in text.stdout.splitlines() if conversing.suffix in line]
+    assert any(f"    delegated {r['run_id'][:8]}" in line for r in first for line in rows)
+    assert not any("handed off" in line for line in rows)
+
+    # a run still going: its agent delegating, its delegated writer running
+    held = json.loads(
+        cli(world, "inspect", conversing.held, *TEAM_SPEC, "--from-topics", "--json").stdout
+    )
+    assert held["status"] == "delegating"
+    assert tree_lines(held) == [
+        sorted(
+            [
+                f"{conversing.held} running",
+                f"  {conversing.held}/researcher completed",
+                f"    {conversing.held}/researcher/librarian completed",
+                f"  {conversing.held}/writer running",
+            ]
+        )
+    ]

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from console_support import ServedApp, read_keyed, read_with_headers, wait_until
+from console_support import RunTree, ServedApp, read_keyed, read_with_headers, wait_until
 from harness import ServiceProcess
 from playwright.sync_api import Browser, Page, sync_playwright
+from projection_support import DirectFeed, TeamWorld, drop_schemas, fresh_schema
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -329,3 +330,52 @@ def test_an_operator_cancels_a_waiting_run_and_pauses_and_resumes_its_agent(
         assert isinstance(record, RunCancelRequested | AgentPaused | AgentResumed)
         assert record.requested_by == USER
         assert record.envelope.source == "http-ingress"
+
+
+def test_the_console_shows_kinds_and_the_tree_of_each_conversation(
+    env_settings: Settings, database_url: str
+) -> None:
+    """Runs of several agents, delegated and handed off, straight into the read models: the
+    runs table and the agent's page name the kind; an agent's page shows its conversations, a
+    run's page its own, each run nested under the run that started it."""
+    team = TeamWorld.make(uuid.uuid4().hex[:6])
+    schema = fresh_schema(database_url)
+    feed = DirectFeed(database_url, schema)
+    try:
+        feed.feed(team.placed())
+        settings = env_settings.model_copy(update={"database_url": database_url})
+        with ServedApp(create_console_app(Console(settings, schema=schema))) as served:
+            runs = httpx.get(f"{served.url}/runs?status=handed_off", timeout=10).text
+            agent = httpx.get(f"{served.url}/agents/{team.lead}/timeline", timeout=10).text
+            query = f"run_id={team.root_run(1)}"
+            run = httpx.get(f"{served.url}/agents/{team.lead}/timeline?{query}", timeout=10).text
+            # a delegated run's agent: its id has slashes
+            child = f"{team.held}/researcher/librarian"
+            nested = httpx.get(f"{served.url}/agents/{child}/timeline", timeout=10).text
+    finally:
+        feed.close()
+        drop_schemas(database_url, schema)
+    assert "<td class='kind'>triage</td><td class='run-status'>handed_off</td>" in runs
+    assert "kind: <b class='kind'>triage</b>" in agent and "1 handed off" in agent
+    lead = team.lead
+    [first, handed] = RunTree.of(agent)
+    assert first[0] == (0, lead, "completed")
+    assert sorted(first[1:]) == [
+        (1, f"{lead}/researcher", "completed"),
+        (1, f"{lead}/writer", "completed"),
+        (2, f"{lead}/researcher/librarian", "completed"),
+    ]
+    # depth first: the librarian right under the researcher who asked it
+    agents = [a for _, a, _ in first]
+    assert agents.index(f"{lead}/researcher/librarian") == agents.index(f"{lead}/researcher") + 1
+    assert handed == [(0, lead, "handed_off"), (1, f"{lead}/refunds", "completed")]
+    assert RunTree.of(run) == [handed]
+    assert "data-type='AgentInput'" in run  # the input that started the run
+    held = team.held
+    [tree] = RunTree.of(nested)
+    assert sorted(tree) == [
+        (0, held, "running"),
+        (1, f"{held}/researcher", "completed"),
+        (1, f"{held}/writer", "running"),
+        (2, f"{held}/researcher/librarian", "completed"),
+    ]

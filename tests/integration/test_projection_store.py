@@ -17,8 +17,10 @@ from histories import Placed, drive, histories, interleave, make_input
 from projection_support import (
     KEPT,
     SECRET,
+    TEAM,
     ControlWorld,
     DirectFeed,
+    TeamWorld,
     agent_text,
     assert_no_trace,
     assert_row_matches_state,
@@ -36,10 +38,14 @@ from agentstream.projections.database import connect
 from agentstream.projections.erasure import ERASED
 from agentstream.projections.migrate import applied_versions, migrate, migrations
 from agentstream.projections.queries import (
+    ConversationRun,
+    agent_conversations,
     agent_state_at,
     agent_timeline,
+    conversation_tree,
     get_agent,
     pending_approvals,
+    run_input,
     runs_by_status,
 )
 from agentstream.projections.writer import Batch, OffsetsMoved, Unwritable
@@ -52,7 +58,10 @@ from agentstream.schemas.events import (
     Event,
     MemoryErased,
     MemoryRecorded,
+    RunCompleted,
     RunFailed,
+    RunHandedOff,
+    TimerSet,
     ToolCallCompleted,
 )
 from agentstream.streams.topics import topic_for
@@ -635,3 +644,118 @@ def test_events_replayed_after_their_erasure_are_scrubbed_by_applying_it_again(
     assert [e.agent_id for e in erasures] == [world.remembers]
     feed.writer.redact(erasures)
     assert_no_trace(agent_text(database_url, schema, world.remembers))
+
+
+# -- conversations across agents ---------------------------------------------------------------
+
+
+def links(tree: list[ConversationRun]) -> set[tuple[str, str | None, str, str | None, str | None]]:
+    """(agent, kind, status, how it was started, by which agent's run) of every run, after
+    checking that each parent link names a run of the same conversation."""
+    agents = {r.run_id: r.agent_id for r in tree}
+    assert all(r.parent_run_id in (None, *agents) for r in tree)
+    assert {(r.parent_run_id is None, r.depth == 0) for r in tree} <= {(True, True), (False, False)}
+    return {
+        (r.agent_id, r.kind, r.status, r.origin_relation, agents.get(r.parent_run_id or ""))
+        for r in tree
+    }
+
+
+def test_conversations_across_agents_are_one_tree_query(database_url: str) -> None:
+    team = TeamWorld.make(uuid.uuid4().hex[:6])
+    placed = team.placed(partitions=3)
+    sums = []
+    for seed, batch_size in ((0, 5000), (1, 3), (2, 1)):
+        schema = fresh_schema(database_url)
+        feed = DirectFeed(database_url, schema)
+        try:
+            feed.feed(placed if seed == 0 else interleave(placed, seed), batch_size)
+            sums.append(checksums(database_url, schema))
+            if seed == 0:
+                check_team_rows(database_url, schema, team)
+        finally:
+            feed.close()
+            drop_schemas(database_url, schema)
+    assert sums[0] == sums[1] == sums[2]
+
+
+def check_team_rows(database_url: str, schema: str, team: TeamWorld) -> None:
+    lead, held = team.lead, team.held
+    with connect(database_url, schema) as conn:
+        for agent in team.agents:
+            row = get_agent(conn, agent)
+            assert row is not None
+            state = team.states[agent]
+            assert_row_matches_state(row, state)
+            assert (row.kind, row.runs_handed_off) == (state.kind, state.runs_handed_off)
+            # the fold at a point in time knows what an agent sent the others
+            assert comparable(agent_state_at(conn, agent, TEAM)) == comparable(state)
+        # any run of a conversation finds all of it
+        [librarian] = runs_by_status(conn, "completed", agent_id=f"{lead}/researcher/librarian")
+        first = conversation_tree(conn, librarian.run_id)
+        assert conversation_tree(conn, team.root_run(0)) == first
+        assert links(first) == {
+            (lead, "triage", "completed", None, None),
+            (f"{lead}/researcher", "researcher", "completed", "delegated", lead),
+            (
+                f"{lead}/researcher/librarian",
+                "librarian",
+                "completed",
+                "delegated",
+                f"{lead}/researcher",
+            ),
+            (f"{lead}/writer", "writer", "completed", "delegated", lead),
+        }
+        # a run whose input named no kind is of its agent's kind
+        handed = conversation_tree(conn, team.root_run(1))
+        assert links(handed) == {
+            (lead, "triage", "handed_off", None, None),
+            (f"{lead}/refunds", "refunds", "completed", "handed_off", lead),
+        }
+        assert links(conversation_tree(conn, team.root_run(2))) == {
+            (held, "triage", "running", None, None),
+            (f"{held}/researcher", "researcher", "completed", "delegated", held),
+            (
+                f"{held}/researcher/librarian",
+                "librarian",
+                "completed",
+                "delegated",
+                f"{held}/researcher",
+            ),
+            (f"{held}/writer", "writer", "running", "delegated", held),
+        }
+        check_tree_numbers(team, first, team.roots[0])
+        check_tree_numbers(team, handed, team.roots[1])
+        delegating = {r.call_id for r in first if r.origin_relation == "delegated" and r.depth == 1}
+        calls = {e.call_id for e in team.events if isinstance(e, TimerSet) and e.agent_id == lead}
+        assert delegating == calls
+        by_agent = agent_conversations(conn, f"{lead}/researcher/librarian")
+        assert list(by_agent.values()) == [first]
+        assert sorted(agent_conversations(conn, lead)) == sorted(
+            root.envelope.event_id for root in team.roots[:2]
+        )
+        [off] = runs_by_status(conn, "handed_off")
+        assert (off.handoff_kind, off.agent_id) == ("refunds", lead)
+        assert run_input(conn, off.run_id) == team.roots[1].envelope.event_id
+        timers = conn.execute(
+            "SELECT purpose, count(*) FROM timers GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert timers == [("delegation", 6)]
+        statuses = dict(conn.execute("SELECT agent_id, status FROM agents").fetchall())
+    assert (statuses[held], statuses[f"{held}/writer"]) == ("delegating", "running")
+
+
+def check_tree_numbers(team: TeamWorld, runs: list[ConversationRun], root: AgentInput) -> None:
+    """Tokens, latency, input and conversation of finished runs are what their events say."""
+    outcomes = {
+        e.envelope.run_id: e for e in team.events if isinstance(e, RunCompleted | RunHandedOff)
+    }
+    inputs = {e.envelope.event_id: e for e in team.events if isinstance(e, AgentInput)}
+    for run in runs:
+        outcome = outcomes[run.run_id]
+        assert run.tokens == outcome.usage.total > 0
+        elapsed = outcome.envelope.occurred_at - outcome.started_at
+        assert run.duration_ms == elapsed.total_seconds() * 1000
+        assert run.input_event_id is not None
+        assert run.input_text == inputs[run.input_event_id].text
+        assert run.correlation_id == root.envelope.event_id

@@ -22,6 +22,7 @@ from histories import Placed, histories
 from projection_support import (
     KEPT,
     ControlWorld,
+    TeamWorld,
     agent_text,
     assert_no_trace,
     assert_row_matches_state,
@@ -38,6 +39,7 @@ from agentstream.projections.database import connect
 from agentstream.projections.projector import PROJECTED_TOPICS
 from agentstream.projections.queries import (
     agent_state_at,
+    conversation_tree,
     get_agent,
     pending_approvals,
     projection_position,
@@ -394,10 +396,11 @@ def test_bad_records_go_to_the_dlq_and_the_rest_is_projected(
 # -- memory and run control --------------------------------------------------------------------
 
 
-def test_memory_and_run_control_are_projected_and_an_erasure_survives_a_rebuild(
+def test_memory_run_control_and_conversations_are_projected_and_survive_a_rebuild(
     isolated: Settings, schema: str, database_url: str, tmp_path: Path
 ) -> None:
     world = ControlWorld.make(uuid.uuid4().hex[:6])
+    team = TeamWorld.make(uuid.uuid4().hex[:6])
     with ServiceProcess(projector(schema), isolated, tmp_path, "projector") as service:
         service.wait_for_log("partitions_assigned")
         produce(isolated, world.placed(world.before))
@@ -405,6 +408,10 @@ def test_memory_and_run_control_are_projected_and_an_erasure_survives_a_rebuild(
         before = agent_text(database_url, schema, world.remembers)
         assert all(spelling in before for spelling in secret_spellings())
         produce(isolated, world.placed(world.erase))
+        wait_caught_up(isolated, database_url, schema)
+        # other agents, apart from the erasure: what reaches the projector after an erasure
+        # keeps the text it quotes (see projections/README.md), and these quote nothing of it
+        produce(isolated, team.placed())
         wait_caught_up(isolated, database_url, schema)
         live = {agent: agent_text(database_url, schema, agent) for agent in world.agents}
         # the rebuild replays the topics, which still hold the fact, interleaved as it reads them
@@ -430,3 +437,26 @@ def test_memory_and_run_control_are_projected_and_an_erasure_survives_a_rebuild(
             "WHERE type = 'MemoryErased'"
         )
         assert erased.fetchall() == [("allergy", "dpo")]
+        for agent in team.agents:
+            row = get_agent(conn, agent)
+            assert row is not None
+            assert_row_matches_state(row, team.states[agent])
+            assert row.kind == team.states[agent].kind
+        trees = [conversation_tree(conn, team.root_run(n)) for n in range(3)]
+    lead, held = team.lead, team.held
+    shown = [{(r.agent_id, r.status, r.parent_agent_id) for r in tree} for tree in trees]
+    assert shown == [
+        {
+            (lead, "completed", None),
+            (f"{lead}/researcher", "completed", lead),
+            (f"{lead}/researcher/librarian", "completed", f"{lead}/researcher"),
+            (f"{lead}/writer", "completed", lead),
+        },
+        {(lead, "handed_off", None), (f"{lead}/refunds", "completed", lead)},
+        {
+            (held, "running", None),
+            (f"{held}/researcher", "completed", held),
+            (f"{held}/researcher/librarian", "completed", f"{held}/researcher"),
+            (f"{held}/writer", "running", held),
+        },
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from html.parser import HTMLParser
 from types import TracebackType
 from typing import Any, Self
 
@@ -79,3 +80,38 @@ def wait_until(what: str, check: Any, timeout: float = 30.0, every: float = 0.2)
 
 def get(url: str, **kwargs: Any) -> httpx.Response:
     return httpx.get(url, timeout=10, **kwargs)
+
+
+#: elements without an end tag
+_VOID = frozenset({"meta", "br", "img", "input", "hr", "link"})
+
+
+class RunTree(HTMLParser):
+    """The runs of a page's conversation trees: each ``<li data-run>`` with how many such items
+    it is nested in, its agent and status, in document order (one list per ``ul.tree`` at the
+    top)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trees: list[list[tuple[int, str, str]]] = []
+        self._open: list[bool] = []  # per open element: is it a run's item
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        is_run = tag == "li" and "data-run" in found
+        if is_run:
+            depth = sum(self._open)
+            if depth == 0:
+                self.trees.append([])
+            self.trees[-1].append((depth, found["data-agent"] or "", found["data-status"] or ""))
+        if tag not in _VOID:
+            self._open.append(is_run)
+
+    def handle_endtag(self, tag: str) -> None:
+        self._open.pop()
+
+    @classmethod
+    def of(cls, page: str) -> list[list[tuple[int, str, str]]]:
+        parser = cls()
+        parser.feed(page)
+        return parser.trees

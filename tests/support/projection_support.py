@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -15,7 +16,10 @@ from histories import Placed, drive, make_input
 from psycopg import sql
 from world import WORLD, respond, result_envelope
 
+from agentstream.processors.core.machine import run_id_of, transition
+from agentstream.processors.core.spec import AgentSpec, Catalog, delegate, handoff
 from agentstream.processors.core.state import AgentState
+from agentstream.processors.testing import ModelReply, ScriptedWorld
 from agentstream.projections.audit import SourcedEvent
 from agentstream.projections.checksums import TableChecksum, table_checksums
 from agentstream.projections.database import connect
@@ -23,13 +27,17 @@ from agentstream.projections.migrate import migrate
 from agentstream.projections.queries import AgentRow, get_agent, projection_position
 from agentstream.projections.writer import ApplyResult, Batch, BatchWriter
 from agentstream.schemas.events import (
+    AgentInput,
     AgentPaused,
     ApprovalRequested,
     CallbackCompleted,
+    DelegationReturned,
     Event,
     MemoryErased,
     MemoryRecorded,
+    ModelCallRequested,
     RunCancelRequested,
+    ToolCallIntent,
     ToolCallRequested,
     ToolCallWaiting,
 )
@@ -361,3 +369,133 @@ def agent_text(database_url: str, schema: str, agent_id: str) -> str:
 def assert_no_trace(text: str) -> None:
     for spelling in secret_spellings():
         assert spelling not in text, f"{spelling!r} is still there"
+
+
+# -- conversations across agents ----------------------------------------------------------------
+
+
+def team_specs() -> list[AgentSpec]:
+    """Triage (the default kind) asks a researcher and a writer at once, or hands refunds over;
+    the researcher asks a librarian. ``--spec projection_support:team_specs`` serves them."""
+    return [
+        AgentSpec(
+            name="triage",
+            tools=(delegate("researcher"), delegate("writer"), handoff("refunds")),
+        ),
+        AgentSpec(name="researcher", tools=(delegate("librarian"),)),
+        AgentSpec(name="writer"),
+        AgentSpec(name="librarian"),
+        AgentSpec(name="refunds"),
+    ]
+
+
+TEAM = Catalog.of(team_specs())
+
+
+def _team_model(request: ModelCallRequested) -> ModelReply:
+    """First step: a refund is handed to refunds, anything else asks every kind on offer;
+    afterwards (or with nothing to ask) the agent answers with what it was told last."""
+    messages = json.loads(request.messages_json)
+    offered = sorted(t["function"]["name"] for t in json.loads(request.tools_json))
+    last = messages[-1]
+    if last["role"] == "user" and request.step == 1:
+        text = str(last["content"])
+        if "refund" in text and "handoff_to_refunds" in offered:
+            note = json.dumps({"note": f"wants a refund: {text}"})
+            return None, [
+                ToolCallIntent(tool_call_id="h", tool="handoff_to_refunds", arguments_json=note)
+            ]
+        asks = [t for t in offered if t.startswith("ask_")]
+        if asks:
+            return None, [
+                ToolCallIntent(
+                    tool_call_id=f"c{n}", tool=t, arguments_json=json.dumps({"task": text})
+                )
+                for n, t in enumerate(asks)
+            ]
+    said = " | ".join(str(m["content"]) for m in messages[-2:] if m["role"] != "assistant")
+    return (
+        f"{request.envelope.agent_id} answers: {said}",
+        [],
+    )
+
+
+TEAM_WORLD = ScriptedWorld(
+    namespace=uuid.UUID("6b0f9a52-3f2c-4d7e-9a51-0c4e8f1d2a77"),
+    model=_team_model,
+    tool=lambda request: "{}",
+)
+
+
+@dataclass
+class TeamWorld:
+    """Conversations across agents, driven through the pure state machine, every agent's
+    events in the order its processor would see and emit them:
+
+    - ``lead`` asks a researcher (who asks a librarian) and a writer, then answers (4 runs);
+    - ``lead`` again, about a refund: it hands the conversation to refunds (2 runs);
+    - ``held`` asks the same, and its writer never gets a model answer: ``held`` is
+      delegating, its writer running.
+    """
+
+    suffix: str
+    events: list[Event] = field(default_factory=list)
+    states: dict[str, AgentState] = field(default_factory=dict)
+    #: the input that started each conversation
+    roots: list[AgentInput] = field(default_factory=list)
+
+    @property
+    def lead(self) -> str:
+        return f"lead-{self.suffix}"
+
+    @property
+    def held(self) -> str:
+        return f"held-{self.suffix}"
+
+    @property
+    def agents(self) -> list[str]:
+        return sorted(self.states)
+
+    @classmethod
+    def make(cls, suffix: str) -> TeamWorld:
+        world = cls(suffix)
+        world._converse(world.lead, "where is order o-1", at_s=0, kind="triage")
+        world._converse(world.lead, "refund please, o-1 arrived broken", at_s=60)
+        withheld = f"{world.held}/writer"
+        world._converse(world.held, "where is order o-2", at_s=120, kind="triage", mute=withheld)
+        return world
+
+    def root_run(self, n: int) -> str:
+        return run_id_of(self.roots[n].envelope.event_id)
+
+    def _converse(
+        self, agent_id: str, text: str, *, at_s: float, kind: str | None = None, mute: str = ""
+    ) -> None:
+        """Drive one input until nothing is pending; the model never answers ``mute``."""
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"team/{agent_id}/{at_s}"))
+        env = envelope(agent_id, event_id=event_id, occurred_at=T0 + timedelta(seconds=at_s))
+        first = AgentInput(envelope=env, text=text, kind=kind)
+        self.roots.append(first)
+        self.events.append(first)
+        pending: deque[Event] = deque([first])
+        while pending:
+            event = pending.popleft()
+            decision = transition(self.states.get(event.agent_id), event, TEAM)
+            self.states[event.agent_id] = decision.state
+            for emitted in decision.emits:
+                self.events.append(emitted)
+                reply = None if emitted.agent_id == mute else TEAM_WORLD(emitted)
+                if isinstance(emitted, AgentInput | DelegationReturned | RunCancelRequested):
+                    pending.append(emitted)  # another agent's input
+                elif reply is not None:
+                    self.events.append(reply)
+                    pending.append(reply)
+
+    def placed(self, partitions: int = 1) -> list[Placed]:
+        """The events on their topics, each agent's on one partition (by its place in
+        ``agents``)."""
+        agents = self.agents
+        return [
+            Placed(e, topic_for(type(e)).name, agents.index(e.agent_id) % partitions)
+            for e in self.events
+        ]

@@ -16,15 +16,18 @@ from eventgen import records
 from histories import Placed, drive, histories, interleave, make_input
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from projection_support import ControlWorld
+from projection_support import ControlWorld, TeamWorld
 from world import respond, result_envelope
 
+from agentstream.processors.core.machine import run_id_of
 from agentstream.projections.audit import SourcedEvent, event_from_payload
+from agentstream.projections.inspect import TreeRun, outcome_summary, topic_trees, tree_order
 from agentstream.projections.rows import (
     AgentDelta,
     ApprovalDelta,
     BatchDeltas,
     RunDelta,
+    RunStatus,
     ToolCallDelta,
     tool_call_status,
 )
@@ -41,6 +44,9 @@ from agentstream.schemas.events import (
     MemoryRecorded,
     RunCompleted,
     RunFailed,
+    RunHandedOff,
+    RunOutcome,
+    TimerSet,
     TokenUsage,
     ToolCallCompleted,
     ToolCallFailed,
@@ -58,12 +64,14 @@ def table_rows(deltas: BatchDeltas) -> dict[str, dict[str, tuple[Any, ...]]]:
         "approvals": {k: v.row() for k, v in deltas.approvals.items()},
         "waits": {k: v.row() for k, v in deltas.waits.items()},
         "timers": {k: v.row() for k, v in deltas.timers.items()},
+        "run_inputs": {k: v.row() for k, v in deltas.inputs.items()},
     }
 
 
 def merged(first: BatchDeltas, later: BatchDeltas) -> BatchDeltas:
     """What the SQL upserts do with a stored row and a batch's delta, table by table."""
-    out = BatchDeltas(inputs=[*first.inputs, *later.inputs])
+    # an input's row is one event: the first of a run id stays
+    out = BatchDeltas(inputs={**later.inputs, **first.inputs})
     pairs: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = [
         (first.agents, later.agents, out.agents),
         (first.runs, later.runs, out.runs),
@@ -90,7 +98,8 @@ def split_fold(events: list[Event], cuts: list[int]) -> BatchDeltas:
 
 
 def mixed_histories() -> list[Placed]:
-    """Lookups, approved refunds, a denied refund, a failing tool and queued inputs."""
+    """Lookups, approved refunds, a denied refund, a failing tool, queued inputs, and runs
+    delegated and handed off across agents."""
     placed = histories(12, runs_per_agent=2)
 
     def deny_and_break(request: Event) -> Event | None:
@@ -120,6 +129,7 @@ def mixed_histories() -> list[Placed]:
         placed
         + [Placed(e, "x", 0) for e in events]
         + steered.placed(steered.before + steered.erase, partitions=2)
+        + TeamWorld.make("rows").placed(partitions=3)
     )
 
 
@@ -159,13 +169,15 @@ def test_rows_of_a_complete_refund_run() -> None:
     outcome = next(e for e in events if isinstance(e, RunCompleted))
     assert run.status == "completed" and run.output == outcome.output
     assert (run.steps, run.tool_calls) == (outcome.steps, outcome.tool_calls)
-    assert run.input_event_id == events[0].envelope.event_id
+    assert run.correlation_id == events[0].envelope.event_id
     statuses = {c.tool: (c.status, c.gated) for c in deltas.tool_calls.values()}
     assert statuses == {"lookup_order": ("completed", False), "refund": ("completed", True)}
     (approval,) = deltas.approvals.values()
     assert [d["kind"] for d in approval.decisions] == ["granted"]
     assert approval.arguments_hash and approval.deadline is not None
-    assert deltas.inputs == [events[0].envelope.event_id]
+    [started] = deltas.inputs.values()
+    assert (started.run_id, started.input_event_id) == (run.run_id, events[0].envelope.event_id)
+    assert (started.kind, started.origin_relation, started.depth) == (None, None, 0)
 
 
 def test_a_running_run_tallies_and_its_outcome_replaces_the_tallies() -> None:
@@ -388,3 +400,118 @@ def test_an_erasure_reaches_stored_facts_unless_the_batch_replaced_or_erased_the
     assert {k: f.value for k, f in memory.facts.items()} == {"a": "v5"}
     again = BatchDeltas.collect([erase(0, None), erase(1, None), erase(2, "x")]).memory["a"]
     assert [e.stored_keys for e in again.erasures] == [None, (), ()]
+
+
+# -- conversations across agents ---------------------------------------------------------------
+
+
+def outcomes_of(events: list[Event]) -> dict[str, RunOutcome]:
+    return {
+        e.envelope.run_id or "": e
+        for e in events
+        if isinstance(e, RunCompleted | RunFailed | RunHandedOff)
+    }
+
+
+def shape(tree: list[TreeRun]) -> set[tuple[int, str, str | None, str | None, str]]:
+    """(level, agent, parent's agent, kind, status) of each run, once it is checked that the
+    tree is depth first: each run comes under the last run one level up, which started it."""
+    agents = {r.run_id: r.agent_id for r in tree}
+    above: list[TreeRun] = []
+    for run in tree:
+        del above[run.level :]
+        assert run.parent_run_id == (above[-1].run_id if above else None) or run.level == 0
+        above.append(run)
+    return {
+        (r.level, r.agent_id, agents.get(r.parent_run_id or ""), r.kind, r.status) for r in tree
+    }
+
+
+def test_inputs_name_the_run_they_start_its_kind_and_the_run_that_started_it() -> None:
+    team = TeamWorld.make("inputs")
+    deltas = BatchDeltas.collect(team.events)
+    lead_run = team.root_run(0)
+    delegated = {i.agent_id: i for i in deltas.inputs.values() if i.parent_run_id == lead_run}
+    assert sorted(delegated) == [f"{team.lead}/researcher", f"{team.lead}/writer"]
+    timers = {e.call_id for e in team.events if isinstance(e, TimerSet) and e.agent_id == team.lead}
+    assert {i.call_id for i in delegated.values()} == timers
+    assert {(i.kind, i.origin_relation, i.depth) for i in delegated.values()} == {
+        ("researcher", "delegated", 1),
+        ("writer", "delegated", 1),
+    }
+    for started in deltas.inputs.values():
+        assert started.run_id == run_id_of(started.input_event_id)
+    # every run of a conversation carries its root input's id, across agents
+    conversations = {r.correlation_id for r in deltas.runs.values()}
+    assert conversations == {root.envelope.event_id for root in team.roots}
+
+
+def test_a_handed_off_run_ends_as_such_and_its_successor_knows_it() -> None:
+    team = TeamWorld.make("handoff")
+    deltas = BatchDeltas.collect(team.events)
+    handed = deltas.runs[team.root_run(1)]
+    assert handed.status is RunStatus.HANDED_OFF and handed.finished
+    assert (handed.handoff_kind, handed.handoff_agent_id) == ("refunds", f"{team.lead}/refunds")
+    assert handed.handoff_note == "wants a refund: refund please, o-1 arrived broken"
+    successor = deltas.inputs[handed.handoff_run_id or ""]
+    assert (successor.origin_relation, successor.parent_run_id) == ("handed_off", handed.run_id)
+    assert successor.call_id is None  # it answers nobody: the handing-off run was a root
+    lead = deltas.agents[team.lead]
+    assert (lead.runs_completed, lead.runs_handed_off) == (1, 1)
+    state = team.states[team.lead]
+    assert (lead.prompt_tokens, lead.completion_tokens) == (
+        state.usage.prompt_tokens,
+        state.usage.completion_tokens,
+    )
+
+
+def test_the_tree_from_the_topics_links_every_run_to_the_run_that_started_it() -> None:
+    team = TeamWorld.make("tree")
+    inputs = [e for e in team.events if isinstance(e, AgentInput)]
+    outcomes = outcomes_of(team.events)
+    refused = {inputs[-1].envelope.event_id}  # as if the processor dead-lettered the last one
+    trees = topic_trees(
+        inputs,
+        outcomes.values(),
+        {root.envelope.event_id for root in team.roots},
+        refused=refused,
+        running_tokens={team.root_run(2): 7},
+    )
+    lead, held = team.lead, team.held
+    assert [shape(tree) for tree in trees] == [
+        {
+            (0, lead, None, "triage", "completed"),
+            (1, f"{lead}/researcher", lead, "researcher", "completed"),
+            (2, f"{lead}/researcher/librarian", f"{lead}/researcher", "librarian", "completed"),
+            (1, f"{lead}/writer", lead, "writer", "completed"),
+        },
+        {
+            (0, lead, None, "triage", "handed_off"),
+            (1, f"{lead}/refunds", lead, "refunds", "completed"),
+        },
+        {
+            (0, held, None, "triage", "running"),
+            (1, f"{held}/researcher", held, "researcher", "completed"),
+            (1, f"{held}/writer", held, "writer", "running"),
+        },
+    ]
+    for run in (r for tree in trees for r in tree):
+        outcome = outcomes.get(run.run_id)
+        if outcome is None:
+            assert run.latency_ms is None and run.result is None
+            continue
+        assert run.tokens == outcome.usage.total
+        assert run.result == outcome_summary(outcome)[1]
+        elapsed = outcome.envelope.occurred_at - outcome.started_at
+        assert run.latency_ms == elapsed.total_seconds() * 1000
+    tokens = {r.agent_id: r.tokens for r in trees[2]}
+    assert (tokens[held], tokens[f"{held}/writer"]) == (7, None)
+
+
+def test_a_run_whose_parent_is_unknown_is_shown_first() -> None:
+    def run(run_id: str, parent: str | None, at_s: int) -> TreeRun:
+        at = T0 + timedelta(seconds=at_s)
+        return TreeRun(run_id, "a", None, "running", None, parent, None, None, at, None)
+
+    ordered = tree_order([run("c", "b", 2), run("b", "missing", 1), run("d", "b", 3)])
+    assert [(r.run_id, r.level) for r in ordered] == [("b", 0), ("c", 1), ("d", 1)]

@@ -1,31 +1,58 @@
-"""``agentstream inspect AGENT``: the agent's state, runs and timeline, from the PostgreSQL read
-models, or folded from the topics by the processor's own state machine when there is no
-database (or with ``--from-topics``)."""
+"""``agentstream inspect AGENT``: the agent's state, runs, the conversations its runs belong to
+(trees of runs across agents) and timeline, from the PostgreSQL read models, or folded from the
+topics by the processor's own state machine when there is no database (or with
+``--from-topics``)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
-from typing import Annotated, Any
+from dataclasses import asdict, replace
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agentstream.processors.core.spec import AgentSpec
-from agentstream.processors.loading import DEFAULT_SPEC, load_spec
+from agentstream.processors.core.machine import run_id_of
+from agentstream.processors.core.spec import Catalog
+from agentstream.processors.core.state import AgentState
+from agentstream.processors.loading import DEFAULT_SPEC, load_catalog
 from agentstream.processors.replay.history import AgentHistory, read_history
 from agentstream.projections.audit import event_from_payload
 from agentstream.projections.erasure import erased_values, scrub_value
-from agentstream.projections.inspect import AgentView, RunView, TimelineItem, view_from_database
+from agentstream.projections.inspect import (
+    AgentView,
+    RunView,
+    TimelineItem,
+    TreeRun,
+    outcome_summary,
+    topic_trees,
+    view_from_database,
+)
 from agentstream.schemas.errors import ConfigurationError, ServiceUnavailableError
-from agentstream.schemas.events import Event, RunCancelled, RunCompleted, RunFailed
+from agentstream.schemas.events import (
+    AgentInput,
+    DeadLetter,
+    Event,
+    RunCancelled,
+    RunCompleted,
+    RunFailed,
+    RunHandedOff,
+    RunOutcome,
+)
 from agentstream.streams.runtime.settings import Settings, load_settings
+from agentstream.streams.topics import DLQ, INPUTS, OUTCOMES
 from agentstream.tools.replay.progress import tracking
+
+if TYPE_CHECKING:
+    from agentstream.streams.serde import EventSerde
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+_OUTCOMES = (RunCompleted, RunFailed, RunCancelled, RunHandedOff)
 
 
 def inspect(
@@ -40,8 +67,12 @@ def inspect(
         typer.Option(envvar="AGENTSTREAM_PROJECTION_SCHEMA", help="Schema of the read models."),
     ] = "projections",
     spec: Annotated[
-        str, typer.Option(help="The agent spec, to fold the state from the topics.")
-    ] = DEFAULT_SPEC,
+        list[str] | None,
+        typer.Option(
+            help="The agent kinds served, as the processor's --spec (repeatable), to fold the "
+            "state from the topics."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The view as one JSON object.")] = False,
 ) -> None:
     """Show an agent's current state and timeline (PostgreSQL, else the topics)."""
@@ -50,7 +81,8 @@ def inspect(
     if not from_topics:
         view = _from_database(settings, schema, agent, run, limit)
     if view is None:
-        view = view_from_topics(settings, load_spec(spec), agent, run=run, limit=limit)
+        catalog = load_catalog(spec or [DEFAULT_SPEC])
+        view = view_from_topics(settings, catalog, agent, run=run, limit=limit)
     if as_json:
         print(json.dumps(_json(view), ensure_ascii=False, default=str))
     else:
@@ -89,39 +121,98 @@ def _from_database(
 
 
 def view_from_topics(
-    settings: Settings, spec: AgentSpec, agent: str, *, run: str | None, limit: int
+    settings: Settings, catalog: Catalog, agent: str, *, run: str | None, limit: int
 ) -> AgentView:
     from agentstream.streams.serde import EventSerde, registry_client
 
     serde = EventSerde(registry_client(settings.require_schema_registry_url()))
     with tracking(err) as tracker:
         history = read_history(
-            settings, serde, agent, on_progress=tracker.start(f"reading {agent}'s history", None)
+            settings,
+            serde,
+            agent,
+            kinds=catalog.names,
+            on_progress=tracker.start(f"reading {agent}'s history", None),
         )
     if not history:
         raise ConfigurationError(
             f"no events of agent {agent!r} on the topics (prefix {settings.topic_prefix!r})",
             hint="check the agent id and AGENTSTREAM_TOPIC_PREFIX",
         )
-    return _view_of(history, spec, settings, run, limit)
-
-
-def _view_of(
-    history: AgentHistory, spec: AgentSpec, settings: Settings, run: str | None, limit: int
-) -> AgentView:
-    state = history.state(spec)
+    state = history.state(catalog)
     assert state is not None  # the history has inputs or outputs, so its agent was seen
     # The topics keep erased facts until retention: the view shows what the state machine kept.
     secrets = erased_values(r.event for r in history.inputs)
+    view = _view_of(history, state, secrets, settings, run, limit)
+    trees = _trees_from_topics(settings, serde, catalog, history, state, run)
+    view.conversations = [
+        [replace(r, result=scrub_value(r.result, secrets)) for r in tree] for tree in trees
+    ]
+    return view
+
+
+def _conversations_of(history: AgentHistory, state: AgentState, run: str | None) -> dict[str, str]:
+    """The conversation (correlation id) of each of the agent's runs, or of ``run`` only."""
+    found = {
+        r.event.envelope.run_id: r.event.envelope.correlation_id
+        for r in history.outputs
+        if r.event.envelope.run_id is not None and r.event.envelope.agent_id == state.agent_id
+    }
+    if state.run is not None:
+        found[state.run.run_id] = state.run.correlation_id
+    for queued in state.queue:
+        found[run_id_of(queued.event_id)] = queued.correlation_id or queued.event_id
+    return {k: v for k, v in found.items() if run in (None, k)}
+
+
+def _trees_from_topics(
+    settings: Settings,
+    serde: EventSerde,
+    catalog: Catalog,
+    history: AgentHistory,
+    state: AgentState,
+    run: str | None,
+) -> list[list[TreeRun]]:
+    """The conversations of the agent's runs from every partition of the inputs, outcomes and
+    dead letter topics: the runs other agents' runs started are keyed to those agents."""
+    from agentstream.streams.topic_scan import scan_topics
+
+    conversations = set(_conversations_of(history, state, run).values())
+    if not conversations:
+        return []
+    records = [s.record for s in scan_topics(settings, serde, [INPUTS, OUTCOMES, DLQ])]
+    active = state.run
+    return topic_trees(
+        (r for r in records if isinstance(r, AgentInput)),
+        (r for r in records if isinstance(r, _OUTCOMES)),
+        conversations,
+        refused={
+            r.event_id
+            for r in records
+            if isinstance(r, DeadLetter) and r.source == "processor" and r.event_id
+        },
+        default_kind=catalog.default.newest.name,
+        running_tokens={active.run_id: active.usage.total} if active else None,
+    )
+
+
+def _view_of(
+    history: AgentHistory,
+    state: AgentState,
+    secrets: list[str],
+    settings: Settings,
+    run: str | None,
+    limit: int,
+) -> AgentView:
     items = [
         _scrubbed_item(r.event, secrets)
         for r in history.timeline()
-        if run is None or r.event.envelope.run_id == run
+        if run is None or run in (r.event.envelope.run_id, _started_run(r.event))
     ]
     runs = [
         _run_view(o, secrets)
         for o in {i.event.envelope.event_id: i.event for i in history.outputs}.values()
-        if isinstance(o, RunCompleted | RunFailed | RunCancelled)
+        if isinstance(o, _OUTCOMES)
     ]
     active = state.run
     if active is not None:
@@ -162,7 +253,14 @@ def _view_of(
         events=len(items),
         runs_cancelled=state.runs_cancelled,
         facts=[f"{f.key} = {f.value}" for f in state.facts],
+        kind=state.kind,
+        runs_handed_off=state.runs_handed_off,
     )
+
+
+def _started_run(event: Event) -> str | None:
+    """The run an input of this agent starts (an input belongs to no run yet)."""
+    return run_id_of(event.envelope.event_id) if isinstance(event, AgentInput) else None
 
 
 def _scrubbed_item(event: Event, secrets: list[str]) -> TimelineItem:
@@ -180,16 +278,8 @@ def _scrubbed_item(event: Event, secrets: list[str]) -> TimelineItem:
     )
 
 
-def _run_view(outcome: RunCompleted | RunFailed | RunCancelled, secrets: list[str]) -> RunView:
-    if isinstance(outcome, RunCompleted):
-        status, result = "completed", outcome.output
-    elif isinstance(outcome, RunFailed):
-        status, result = "failed", f"{outcome.error_class}: {outcome.reason}"
-    else:
-        status = "cancelled"
-        result = f"cancelled by {outcome.cancelled_by}" + (
-            f": {outcome.reason}" if outcome.reason else ""
-        )
+def _run_view(outcome: RunOutcome, secrets: list[str]) -> RunView:
+    status, result = outcome_summary(outcome)
     return RunView(
         outcome.envelope.run_id or "",
         status,
@@ -222,6 +312,7 @@ def _render(view: AgentView) -> None:
     state.add_column(style="bold")
     state.add_column()
     state.add_row("status", view.status)
+    state.add_row("kind", view.kind or "the default kind")
     state.add_row("active run", view.active_run_id or "-")
     if view.pending:
         state.add_row("waiting for", escape("; ".join(view.pending)))
@@ -230,7 +321,7 @@ def _render(view: AgentView) -> None:
     state.add_row(
         "runs",
         f"{view.runs_completed} completed, {view.runs_failed} failed, "
-        f"{view.runs_cancelled} cancelled",
+        f"{view.runs_cancelled} cancelled, {view.runs_handed_off} handed off",
     )
     state.add_row(
         "tokens",
@@ -261,6 +352,8 @@ def _render(view: AgentView) -> None:
                 escape(r.result or ""),
             )
         out.print(runs)
+    if view.conversations:
+        out.print(_conversations_table(view))
     shown = len(view.timeline)
     title = (
         f"timeline (last {shown} of {view.events} events)"
@@ -277,6 +370,28 @@ def _render(view: AgentView) -> None:
             escape(describe(item.event) if item.event is not None else item.type),
         )
     out.print(timeline)
+
+
+def _conversations_table(view: AgentView) -> Table:
+    """Every conversation as a tree: a run indented under the run that started it."""
+    table = Table(title="conversations (runs across agents)")
+    for column in ("run", "agent", "kind", "status", "tokens", "ms", "result"):
+        table.add_column(column, overflow="fold")
+    for tree in view.conversations:
+        table.add_section()
+        for r in tree:
+            how = f"{r.relation.replace('_', ' ')} " if r.relation else ""
+            mark = "*" if r.agent_id == view.agent_id else " "
+            table.add_row(
+                f"{'  ' * r.level}{mark}{how}{r.run_id[:8]}",
+                escape(r.agent_id),
+                escape(r.kind or "default"),
+                r.status,
+                "-" if r.tokens is None else str(r.tokens),
+                "-" if r.latency_ms is None else str(r.latency_ms),
+                escape(r.result or ""),
+            )
+    return table
 
 
 def register(root: typer.Typer) -> None:

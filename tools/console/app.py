@@ -1,7 +1,8 @@
 """The operator console and the HTTP ingress: one Starlette app over the read models.
 
 Pages: pending approvals with approve/deny buttons, runs by status with a cancel button on the
-running ones, an agent's timeline with pause/resume buttons. API:
+running ones, an agent's timeline with pause/resume buttons and the conversations of its runs
+(of one run, with ``?run_id=``) as trees of runs across agents. API:
 ``POST /api/approvals/{call_id}`` (a decision, through the approvals client, which checks the
 call is pending and the hash is its arguments') and ``POST /api/inputs`` (an AgentInput for
 upstream systems that do not speak Kafka, answered once the broker acknowledged it); and the
@@ -41,6 +42,7 @@ from agentstream.processors.control import steering
 from agentstream.processors.control.approvals import ApprovalsClient
 from agentstream.projections import queries
 from agentstream.projections.database import DEFAULT_SCHEMA, connect
+from agentstream.projections.inspect import conversation_trees
 from agentstream.schemas.errors import AgentStreamError, ConfigurationError
 from agentstream.schemas.events import CallbackCompleted, MemoryRecorded
 from agentstream.streams.producer import AgentStreamProducer, new_input
@@ -50,6 +52,8 @@ from agentstream.tools.console import pages
 
 Handler = Callable[[Request, str], Awaitable[Response]]
 LOCAL_APPROVER = "local"
+#: how many of an agent's conversations its page shows, the latest
+CONVERSATIONS_SHOWN = 20
 TOKEN_APPROVER = "token"
 #: what the steering endpoints put in the events' envelopes
 INGRESS_SOURCE = "http-ingress"
@@ -64,6 +68,8 @@ class IngressInput(BaseModel):
     text: str
     tenant_id: str = "default"
     metadata: dict[str, str] = Field(default_factory=dict)
+    #: the agent kind to serve a new agent (None: the processor's default kind)
+    kind: str | None = None
 
 
 class DecisionBody(BaseModel):
@@ -213,7 +219,8 @@ class Console:
     async def runs(self, request: Request, user: str) -> Response:
         wanted = request.query_params.get("status") or None
         if wanted is not None and wanted not in pages.RUN_STATUSES:
-            return JSONResponse({"error": f"status must be one of {pages.RUN_STATUSES}"}, 400)
+            known = ", ".join(pages.RUN_STATUSES)
+            return JSONResponse({"error": f"status must be one of {known}"}, 400)
         statuses = [s for s in pages.RUN_STATUSES if wanted in (None, s)]
 
         def load(conn: queries.Connection) -> list[queries.RunRow]:
@@ -226,23 +233,24 @@ class Console:
     async def timeline(self, request: Request, user: str) -> Response:
         agent_id = request.path_params["agent_id"]
         run_id = request.query_params.get("run_id") or None
-        entries, agent, running, facts = await run_in_threadpool(
+        entries, agent, running, facts, trees = await run_in_threadpool(
             self._read,
             lambda conn: (
-                queries.agent_timeline(conn, agent_id),
+                queries.agent_timeline(conn, agent_id, run_id=run_id),
                 queries.get_agent(conn, agent_id),
-                queries.runs_by_status(conn, "running", agent_id=agent_id),
+                queries.runs_by_status(conn, queries.RunStatus.RUNNING, agent_id=agent_id),
                 queries.agent_facts(conn, agent_id),
+                conversation_trees(conn, agent_id, run_id),
             ),
         )
         if run_id is not None:
-            entries = _of_run(entries, run_id)
             running = [r for r in running if r.run_id == run_id]
         title = f"Timeline of {agent_id}" + (f" · run {run_id}" if run_id else "")
         tenant_id = agent.tenant_id if agent is not None else "default"
         controls = pages.agent_controls(agent_id, tenant_id, running)
         summary = pages.agent_summary(agent, facts)
-        body = summary + controls + pages.timeline_body(entries)
+        conversations = pages.conversations_body(trees, CONVERSATIONS_SHOWN)
+        body = summary + controls + conversations + pages.timeline_body(entries)
         return HTMLResponse(pages.page(title, body, user))
 
     # -- API -------------------------------------------------------------------------------
@@ -294,6 +302,7 @@ class Console:
                 tenant_id=given.tenant_id,
                 metadata=given.metadata,
                 source="http-ingress",
+                kind=given.kind,
             )
         except ValidationError as exc:
             return _invalid(exc)
@@ -492,17 +501,6 @@ def _has_no_body(request: Request) -> bool:
     )
 
 
-def _of_run(entries: list[queries.TimelineEntry], run_id: str) -> list[queries.TimelineEntry]:
-    """A run's events and the input that started it (an input belongs to no run yet; the run's
-    events name it as their correlation id)."""
-    correlation = {
-        e.payload.get("envelope", {}).get("correlation_id")
-        for e in entries
-        if e.run_id == run_id and isinstance(e.payload.get("envelope"), dict)
-    }
-    return [e for e in entries if e.run_id == run_id or e.event_id in correlation]
-
-
 async def _json_body(request: Request, limit: int) -> Any:
     """The parsed JSON body, or the 4xx answer: 415 not JSON, 413 too large, 400 unparsable."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -573,17 +571,21 @@ def create_console_app(console: Console) -> Starlette:
             Route("/", guard(home)),
             Route("/approvals", guard(console.approvals)),
             Route("/runs", guard(console.runs)),
-            Route("/agents/{agent_id}/timeline", guard(console.timeline)),
+            # an agent another agent's run delegated to or handed off to has a slash in its id
+            Route("/agents/{agent_id:path}/timeline", guard(console.timeline)),
             Route("/api/approvals/{call_id}", guard(console.decide), methods=["POST"]),
             Route("/api/inputs", guard(console.ingest), methods=["POST"]),
             Route("/api/runs/{run_id}/cancel", guard(console.cancel_run), methods=["POST"]),
-            Route("/api/agents/{agent_id}/pause", guard(console.pause), methods=["POST"]),
-            Route("/api/agents/{agent_id}/resume", guard(console.resume), methods=["POST"]),
-            Route("/api/agents/{agent_id}/memory", guard(console.remember), methods=["POST"]),
-            Route("/api/agents/{agent_id}/memory", guard(console.erase), methods=["DELETE"]),
-            # a fact's key is free text: it may hold a slash
+            Route("/api/agents/{agent_id:path}/pause", guard(console.pause), methods=["POST"]),
+            Route("/api/agents/{agent_id:path}/resume", guard(console.resume), methods=["POST"]),
+            Route("/api/agents/{agent_id:path}/memory", guard(console.remember), methods=["POST"]),
+            Route("/api/agents/{agent_id:path}/memory", guard(console.erase), methods=["DELETE"]),
+            # a fact's key is free text: it may hold a slash (the agent id ends at the last
+            # "/memory/", so a key holding that is read as part of the agent's id)
             Route(
-                "/api/agents/{agent_id}/memory/{key:path}", guard(console.erase), methods=["DELETE"]
+                "/api/agents/{agent_id:path}/memory/{key:path}",
+                guard(console.erase),
+                methods=["DELETE"],
             ),
             Route(
                 "/api/callbacks/{callback_id}", guard(console.complete_callback), methods=["POST"]

@@ -13,6 +13,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from agentstream.projections.inspect import TreeRun
 from agentstream.projections.queries import (
     AgentRow,
     FactRow,
@@ -22,7 +23,9 @@ from agentstream.projections.queries import (
     TimelineEntry,
 )
 
-RUN_STATUSES: tuple[RunStatus, ...] = ("running", "completed", "failed", "cancelled")
+RUN_STATUSES: tuple[RunStatus, ...] = tuple(RunStatus)
+#: the default kind of the processor that served a run: the read models cannot name it
+DEFAULT_KIND = "default"
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2433}
@@ -31,6 +34,7 @@ table{border-collapse:collapse;width:100%;margin-top:1rem;font-size:.9rem}
 th,td{border-bottom:1px solid #dde;padding:.35rem .5rem;text-align:left;vertical-align:top}
 pre{margin:0;white-space:pre-wrap;max-width:40rem;font-size:.8rem}
 .muted{color:#667}
+.tree li{margin:.15rem 0}
 button{margin-right:.3rem}
 """
 
@@ -122,6 +126,7 @@ def runs_body(runs: list[RunRow], status: str | None) -> str:
     rows = [
         f"<tr {_run_data(r)} data-status='{escape(r.status)}'>"
         f"<td>{_timeline_link(r.agent_id, r.run_id, r.run_id)}</td><td>{escape(r.agent_id)}</td>"
+        f"<td class='kind'>{escape(r.kind or DEFAULT_KIND)}</td>"
         f"<td class='run-status'>{escape(r.status)}</td><td>{escape(_clip(r.input_text))}</td>"
         f"<td>{escape(_clip(r.output or r.failure_reason))}</td><td>{r.steps}</td>"
         f"<td>{r.tool_calls}</td><td>{r.prompt_tokens + r.completion_tokens}</td>"
@@ -131,7 +136,7 @@ def runs_body(runs: list[RunRow], status: str | None) -> str:
         for r in runs
     ]
     head = (
-        "<tr><th>run</th><th>agent</th><th>status</th><th>input</th><th>output</th>"
+        "<tr><th>run</th><th>agent</th><th>kind</th><th>status</th><th>input</th><th>output</th>"
         "<th>steps</th><th>tools</th><th>tokens</th><th>started</th><th>ms</th><th></th></tr>"
     )
     return (
@@ -146,7 +151,7 @@ def agent_summary(agent: AgentRow | None, facts: list[FactRow]) -> str:
         return ""
     counts = (
         f"{agent.runs_completed} completed, {agent.runs_failed} failed, "
-        f"{agent.runs_cancelled} cancelled"
+        f"{agent.runs_cancelled} cancelled, {agent.runs_handed_off} handed off"
     )
     remembered = "".join(
         f"<li><b>{escape(f.key)}</b> = {escape(f.value)} "
@@ -154,7 +159,8 @@ def agent_summary(agent: AgentRow | None, facts: list[FactRow]) -> str:
         for f in facts
     )
     return (
-        f"<p id='agent-status'>status: <b>{escape(agent.status)}</b> · runs: {counts}</p>"
+        f"<p id='agent-status'>status: <b>{escape(agent.status)}</b> · "
+        f"kind: <b class='kind'>{escape(agent.kind or DEFAULT_KIND)}</b> · runs: {counts}</p>"
         f"<details id='facts'><summary>remembers {len(facts)} fact(s)</summary>"
         f"<ul>{remembered}</ul></details>"
     )
@@ -173,6 +179,58 @@ def agent_controls(agent_id: str, tenant_id: str, running: list[RunRow]) -> str:
         "<button class='pause' onclick='pauseAgent(this, true)'>Pause</button>"
         "<button class='resume' onclick='pauseAgent(this, false)'>Resume</button>"
         f"<span class='status'></span><ul id='running'>{runs}</ul></div>"
+    )
+
+
+def conversations_body(trees: list[list[TreeRun]], shown: int) -> str:
+    """Each conversation as a nested list of its runs across agents: a run under the run that
+    delegated or handed off to it. ``shown`` of them, the latest; the count says how many."""
+    if not trees:
+        return ""
+    latest = trees[-shown:]
+    items = "".join(f"<li>{_tree_html(tree)}</li>" for tree in latest)
+    note = f" (the latest {len(latest)})" if len(latest) < len(trees) else ""
+    return (
+        f"<details id='conversations' open><summary>{len(trees)} conversation(s){note}"
+        f"</summary><ul>{items}</ul></details>"
+    )
+
+
+def _tree_html(tree: list[TreeRun]) -> str:
+    """Nested lists from the runs depth first: a level deeper opens a list in the open item."""
+    out: list[str] = []
+    previous = -1
+    for run in tree:
+        if run.level > previous:
+            out.append("<ul class='tree'>")
+        else:
+            out.append("</li>" + "</ul></li>" * (previous - run.level))
+        out.append(f"<li {_tree_data(run)}>{_tree_item(run)}")
+        previous = run.level
+    out.append("</li>" + "</ul></li>" * previous + "</ul>")
+    return "".join(out)
+
+
+def _tree_data(run: TreeRun) -> str:
+    return (
+        f"data-run='{escape(run.run_id)}' data-agent='{escape(run.agent_id)}' "
+        f"data-status='{escape(run.status)}' data-parent='{escape(run.parent_run_id or '')}'"
+    )
+
+
+def _tree_item(run: TreeRun) -> str:
+    how = (
+        f"<span class='muted'>{escape(run.relation.replace('_', ' '))}</span> "
+        if run.relation
+        else ""
+    )
+    tokens = "" if run.tokens is None else f" · {run.tokens} tokens"
+    latency = "" if run.latency_ms is None else f" · {run.latency_ms} ms"
+    return (
+        f"{how}<b>{escape(run.kind or DEFAULT_KIND)}</b> "
+        f"{_timeline_link(run.agent_id, run.run_id, run.agent_id)} "
+        f"<span class='run-status'>{escape(run.status)}</span>{tokens}{latency} "
+        f"<span class='muted'>{escape(_clip(run.result, 80))}</span>"
     )
 
 
