@@ -24,20 +24,15 @@ from agentstream.streams.topics import TopicSpec
 
 __all__ = [
     "ASSIGNMENT",
-    "SESSION_TIMEOUT_MS",
     "Consumed",
     "EventConsumer",
     "group_config",
+    "heartbeat_interval_ms",
     "reader_config",
     "records",
 ]
 
 log = get_logger(__name__)
-
-#: A member silent this long leaves its group. Short, because a crashed member's partitions wait
-#: this long for a new owner (and the embedded broker's first join takes about half of it).
-SESSION_TIMEOUT_MS = 6000
-
 
 #: Partition N of every subscribed topic goes to the same member, as Kafka Streams and Faust
 #: co-partition: agent topics share one partition count and key, so one member owns all of an
@@ -81,6 +76,14 @@ def reader_config(
     }
 
 
+def heartbeat_interval_ms(settings: Settings) -> int:
+    """A sixth of the session timeout. A member learns of a rebalance only from a heartbeat's
+    answer, so librdkafka's default of 3 s let each join wait up to 3 s more for the members
+    already in the group to rejoin (measured on both brokers); a sixth also leaves several
+    heartbeats to lose before the session ends."""
+    return max(100, settings.group_session_timeout_ms // 6)
+
+
 def group_config(
     settings: Settings,
     group_id: str,
@@ -100,13 +103,15 @@ def group_config(
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": SESSION_TIMEOUT_MS,
+        "session.timeout.ms": settings.group_session_timeout_ms,
+        "heartbeat.interval.ms": heartbeat_interval_ms(settings),
         "partition.assignment.strategy": ASSIGNMENT,
         # librdkafka waits up to 500 ms for a fetch to fill; each agent step is a hop through a
         # consumer, so that wait would dominate a run's latency.
         **wait,
         # A static member that restarts gets its partitions back at once instead of after the
-        # session timeout.
+        # session timeout. The embedded broker holds a static member's join and its sync 3 s
+        # each, whatever the configuration (its source has it as a constant).
         **({"group.instance.id": instance_id} if instance_id else {}),
         **(extra or {}),
     }

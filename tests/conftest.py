@@ -201,14 +201,21 @@ def schema_registry_url(
 
 @pytest.fixture(scope="session")
 def settings(
-    env_settings: Settings, bootstrap_servers: str, database_url: str, schema_registry_url: str
+    env_settings: Settings,
+    broker: Broker | None,
+    bootstrap_servers: str,
+    database_url: str,
+    schema_registry_url: str,
 ) -> Settings:
-    """Settings pointing at the session's broker, database and schema registry."""
+    """Settings pointing at the session's broker, database and schema registry; with the short
+    session timeout of a broker the session started (it accepts it), so groups form faster."""
+    session = {"group_session_timeout_ms": broker.group_session_timeout_ms} if broker else {}
     return env_settings.model_copy(
         update={
             "bootstrap_servers": bootstrap_servers,
             "database_url": database_url,
             "schema_registry_url": schema_registry_url,
+            **session,
         }
     )
 

@@ -2,8 +2,9 @@
 
 Measured on the embedded broker (Tansu): aiokafka's ``InitProducerId`` fails, so the producer
 runs without idempotence and without ``exactly_once`` (workers are at-least-once with
-idempotency keys anyway); a consumer group's first join takes about half the session timeout,
-hence 6 s. Values stay bytes (the ``raw`` codec): the Avro serde decodes them.
+idempotency keys anyway); a consumer group's join takes half the session timeout, which the
+settings keep short where the broker allows. Values stay bytes (the ``raw`` codec): the Avro
+serde decodes them.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import faust
 
 from agentstream.processors.workers.faust_transport import Transport
 from agentstream.schemas.errors import ConfigurationError
+from agentstream.streams.consumer import heartbeat_interval_ms
 from agentstream.streams.runtime.logs import get_logger
 from agentstream.streams.runtime.settings import Settings
 
 __all__ = [
-    "SESSION_TIMEOUT_S",
     "broker_credentials",
     "broker_urls",
     "idempotence_granted",
@@ -33,8 +34,6 @@ __all__ = [
 ]
 
 log = get_logger(__name__)
-
-SESSION_TIMEOUT_S = 6.0
 
 
 def broker_urls(settings: Settings) -> list[str]:
@@ -134,8 +133,8 @@ def worker_app(
         "broker": broker_urls(settings),
         "broker_credentials": broker_credentials(settings),
         "broker_client_id": f"{settings.client_id}-{app_id}",
-        "broker_session_timeout": SESSION_TIMEOUT_S,
-        "broker_heartbeat_interval": 1.0,
+        "broker_session_timeout": settings.group_session_timeout_ms / 1000,
+        "broker_heartbeat_interval": heartbeat_interval_ms(settings) / 1000,
         "broker_commit_interval": 1.0,
         "broker_commit_every": 100,
         "consumer_auto_offset_reset": "earliest",

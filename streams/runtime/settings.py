@@ -88,6 +88,16 @@ class Settings(BaseSettings):
         "it adds up to this much to every hop of a run; shorter costs idle fetches (on Apache "
         "Kafka a fetch returns as soon as records arrive, and only the idle cost remains)",
     )
+    group_session_timeout_ms: int = Field(
+        default=6000,
+        ge=1000,
+        le=300_000,
+        description="How long a silent consumer-group member keeps its partitions, so how long "
+        "a crashed one's partitions wait for a new owner. 6000 is the least Apache Kafka accepts "
+        "unless its group.min.session.timeout.ms says less. The embedded broker holds every "
+        "join of a member without an instance id for half of it (measured), so the development "
+        "stack, whose brokers accept less, sets less",
+    )
     partitions: int = Field(default=6, ge=1, le=10000, description="Partitions per agent topic")
     replication_factor: int = Field(default=1, ge=1, le=7)
     topic_prefix: str = ""

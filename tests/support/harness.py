@@ -28,6 +28,7 @@ from agentstream.schemas.events import (
     RunCompleted,
     RunFailed,
 )
+from agentstream.streams.consumer import group_config
 from agentstream.streams.log_end import log_ends
 from agentstream.streams.log_end import read_to_end as read_to_end_of_log
 from agentstream.streams.runtime.settings import Settings
@@ -64,15 +65,7 @@ class FakeWorkers:
 
     def _run(self) -> None:
         topics = [self.settings.topic(t.name) for t in (MODEL_CALLS, TOOL_CALLS, APPROVAL_REQUESTS)]
-        consumer = Consumer(
-            {
-                **self.settings.kafka_config(),
-                "group.id": f"fake-{uuid.uuid4()}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "session.timeout.ms": 6000,
-            }
-        )
+        consumer = Consumer(group_config(self.settings, f"fake-{uuid.uuid4()}"))
         producer = Producer(
             {
                 **self.settings.kafka_config(),
@@ -142,15 +135,7 @@ class TopicCollector:
         self._thread = threading.Thread(target=self._run, daemon=True, name="collector")
 
     def _run(self) -> None:
-        consumer = Consumer(
-            {
-                **self.settings.kafka_config(),
-                "group.id": f"c-{uuid.uuid4()}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "session.timeout.ms": 6000,
-            }
-        )
+        consumer = Consumer(group_config(self.settings, f"c-{uuid.uuid4()}"))
         consumer.subscribe(self.topics)
         try:
             while not self._stop.is_set():
@@ -272,6 +257,7 @@ def cli_env(settings: Settings, home: Path) -> dict[str, str]:
             "AGENTSTREAM_BOOTSTRAP_SERVERS": settings.require_bootstrap_servers(),
             "AGENTSTREAM_SCHEMA_REGISTRY_URL": settings.require_schema_registry_url(),
             "AGENTSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+            "AGENTSTREAM_GROUP_SESSION_TIMEOUT_MS": str(settings.group_session_timeout_ms),
             "AGENTSTREAM_HOME": str(home),
         }
     )
@@ -299,6 +285,7 @@ class ServiceProcess:
                 "AGENTSTREAM_SCHEMA_REGISTRY_URL": s.require_schema_registry_url(),
                 "AGENTSTREAM_TOPIC_PREFIX": s.topic_prefix,
                 "AGENTSTREAM_PARTITIONS": str(s.partitions),
+                "AGENTSTREAM_GROUP_SESSION_TIMEOUT_MS": str(s.group_session_timeout_ms),
                 "AGENTSTREAM_LOG_FORMAT": "json",
                 "PYTHONPATH": os.pathsep.join(
                     filter(None, [str(SUPPORT_DIR), os.environ.get("PYTHONPATH")])

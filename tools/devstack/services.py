@@ -200,6 +200,7 @@ def service_environment(settings: Settings) -> dict[str, str]:
         "AGENTSTREAM_TOPIC_PREFIX": settings.topic_prefix,
         "AGENTSTREAM_PARTITIONS": str(settings.partitions),
         "AGENTSTREAM_PROCESSOR_TRANSACTIONS": str(settings.processor_transactions).lower(),
+        "AGENTSTREAM_GROUP_SESSION_TIMEOUT_MS": str(settings.group_session_timeout_ms),
     }
     env.update(settings.security_environment())
     return env

@@ -38,6 +38,8 @@ class Broker(Protocol):
     """What the stack needs of either broker."""
 
     proc: subprocess.Popen[bytes] | None
+    #: the consumer-group session timeout its clients use (the broker accepts it)
+    group_session_timeout_ms: int
 
     @property
     def bootstrap_servers(self) -> str: ...
@@ -64,12 +66,14 @@ class StackEndpoints:
 
     bootstrap_servers: str
     database_url: str
+    group_session_timeout_ms: int
     schema_registry_url: str | None = None
 
     def environment(self) -> dict[str, str]:
         env = {
             "AGENTSTREAM_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "AGENTSTREAM_DATABASE_URL": self.database_url,
+            "AGENTSTREAM_GROUP_SESSION_TIMEOUT_MS": str(self.group_session_timeout_ms),
         }
         if self.schema_registry_url:
             env["AGENTSTREAM_SCHEMA_REGISTRY_URL"] = self.schema_registry_url
@@ -109,6 +113,7 @@ class EmbeddedStack:
             bootstrap_servers=self.broker.bootstrap_servers,
             database_url=self.postgres.url,
             schema_registry_url=self.registry.url,
+            group_session_timeout_ms=self.broker.group_session_timeout_ms,
         )
         return self.endpoints
 

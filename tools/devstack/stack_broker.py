@@ -50,6 +50,14 @@ def broker_binary() -> str:
 class EmbeddedBroker:
     """One Tansu broker on a loopback port."""
 
+    #: What the stack's clients use. Tansu holds each join of a member without an instance id
+    #: until half of it has passed, polling every second, so 6 s (Apache Kafka's least by
+    #: default) cost 3 s per join and 4 s cost 2. Not less: it holds a static member's join and
+    #: its sync 3 s each without hearing from it, and a member without an instance id that
+    #: finds it silent longer than this evicts it (its group coordinator's source; at 2 s,
+    #: scale-out runs lost their static workers).
+    group_session_timeout_ms = 4000
+
     def __init__(self, workdir: Path, port: int = 0) -> None:
         self.workdir = workdir
         self.port = port or stack_process.free_loopback_port()
