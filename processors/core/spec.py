@@ -224,6 +224,15 @@ def _handoff(note: str) -> None:
 _TOOL_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
+def _routing(
+    signature: Callable[..., Any], builtin: BuiltinTool, kind: str, name: str, description: str
+) -> ToolSpec:
+    """A built-in tool that starts a run of ``kind``: its parameters from ``signature``."""
+    return replace(
+        tool(signature), name=name, description=description, func=None, builtin=builtin, target=kind
+    )
+
+
 def delegate(
     kind: str, description: str = "", *, name: str | None = None, timeout_s: float = 3600.0
 ) -> ToolSpec:
@@ -231,31 +240,26 @@ def delegate(
     the task, and its outcome is the call's result. Several calls in one step run in parallel.
     Past ``timeout_s`` (or the run's deadline) the call ends as timed out and the child run is
     cancelled."""
-    base = tool(_delegate)
-    return replace(
-        base,
-        name=name or f"ask_{_TOOL_NAME.sub('_', kind)}",
-        description=description
+    spec = _routing(
+        _delegate,
+        BuiltinTool.DELEGATE,
+        kind,
+        name or f"ask_{_TOOL_NAME.sub('_', kind)}",
+        description
         or f"Ask the {kind} agent to do a task; its answer comes back as this call's result.",
-        func=None,
-        builtin=BuiltinTool.DELEGATE,
-        target=kind,
-        timeout_s=timeout_s,
     )
+    return replace(spec, timeout_s=timeout_s)
 
 
 def handoff(kind: str, description: str = "", *, name: str | None = None) -> ToolSpec:
     """A tool that hands the conversation to an agent of ``kind``: this run ends as handed off
     and that agent continues with the conversation so far, and the note."""
-    base = tool(_handoff)
-    return replace(
-        base,
-        name=name or f"handoff_to_{_TOOL_NAME.sub('_', kind)}",
-        description=description
-        or f"Hand this conversation over to the {kind} agent, with a note saying why.",
-        func=None,
-        builtin=BuiltinTool.HANDOFF,
-        target=kind,
+    return _routing(
+        _handoff,
+        BuiltinTool.HANDOFF,
+        kind,
+        name or f"handoff_to_{_TOOL_NAME.sub('_', kind)}",
+        description or f"Hand this conversation over to the {kind} agent, with a note saying why.",
     )
 
 

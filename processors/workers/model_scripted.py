@@ -60,30 +60,30 @@ class Script(BaseModel):
     answer: str = "{summary}"
 
 
+_ORDER_ID = r"\b(?P<order_id>o-\d+)\b"
+#: looks up the order named now or, with recall, earlier ("when will it arrive?" after "where
+#: is o-1001?"; a refund request handed over with the conversation that named the order)
+_LOOKUP_ORDER = ScriptRule(
+    when=_ORDER_ID, tool="lookup_order", arguments={"order_id": "{order_id}"}, recall=True
+)
+_REFUND = ScriptRule(
+    when=r"\brefund",
+    tool="issue_refund",
+    arguments={
+        "order_id": "{order_id}",
+        "amount_cents": "{result.lookup_order.total_cents}",
+        "reason": "{text}",
+    },
+)
+
 SUPPORT_SCRIPT = Script(
     rules=(
-        ScriptRule(
-            when=r"\b(?P<order_id>o-\d+)\b",
-            tool="lookup_order",
-            arguments={"order_id": "{order_id}"},
-            # "when will it arrive?" after "where is o-1001?" looks o-1001 up again
-            recall=True,
-        ),
-        ScriptRule(
-            when=r"\brefund",
-            tool="issue_refund",
-            arguments={
-                "order_id": "{order_id}",
-                "amount_cents": "{result.lookup_order.total_cents}",
-                "reason": "{text}",
-            },
-        ),
+        _LOOKUP_ORDER,
+        _REFUND,
         ScriptRule(when=r"\breturn", tool="search_faq", arguments={"query": "{text}"}),
     ),
     answer="Thanks for your message. {summary}",
 )
-
-_ORDER_ID = r"\b(?P<order_id>o-\d+)\b"
 
 #: The demo team: triage asks orders and policy at once (one group) and hands refunds over.
 TEAM_SCRIPTS: dict[str, Script] = {
@@ -118,25 +118,8 @@ TEAM_SCRIPTS: dict[str, Script] = {
         answer="{result.search_faq.answer}",
     ),
     "refunds-script": Script(
-        rules=(
-            # the order may be named only in the conversation handed over
-            ScriptRule(
-                when=_ORDER_ID,
-                tool="lookup_order",
-                arguments={"order_id": "{order_id}"},
-                recall=True,
-            ),
-            ScriptRule(
-                when=r"\brefund",
-                tool="issue_refund",
-                arguments={
-                    "order_id": "{order_id}",
-                    "amount_cents": "{result.lookup_order.total_cents}",
-                    "reason": "{text}",
-                },
-                recall=True,
-            ),
-        ),
+        # the order may be named only in the conversation handed over
+        rules=(_LOOKUP_ORDER, _REFUND.model_copy(update={"recall": True})),
         answer="Refunded {result.issue_refund.refunded_cents} cents for order "
         "{result.issue_refund.order_id}.",
     ),

@@ -39,7 +39,6 @@ __all__ = [
 T = TypeVar("T")
 Due = ApprovalRequested | TimerSet
 Decision = ApprovalGranted | ApprovalDenied | ApprovalExpired
-Outcome = RunOutcome
 
 #: Ended runs remembered once caught up: live, an outcome can still be read just before a
 #: timer its run set earlier (two topics, one poll), never long before.
@@ -199,7 +198,7 @@ class PartitionBook:
         elif not self._ended_run(timer):
             self.timers.add(timer.timer_id, timer.fire_at, timer.envelope.run_id, timer)
 
-    def _on_outcome(self, outcome: Outcome) -> None:
+    def _on_outcome(self, outcome: RunOutcome) -> None:
         run_id = outcome.envelope.run_id
         if run_id is None:
             return
